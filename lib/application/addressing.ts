@@ -1,0 +1,145 @@
+/**
+ * Every queue and routing-key name of a GenericApplication, built in this one file
+ * (docs/addressing.md is the table of what they mean).
+ */
+import type { QueueFlags, QueueSpec } from '../amqp/queue-flags.js';
+import { invalidArgument } from '../errors.js';
+
+/**
+ * `durable` (default): nothing is lost across a restart: durable queues that expire when
+ * unused, with a dead-letter exchange. `postage`: exactly Python Postage 1.2.1's flags,
+ * for fleets that mix Python and TypeScript applications on the same queues.
+ */
+export type TopologyMode = 'durable' | 'postage';
+
+/** Topology settings of an application. */
+export interface TopologyOptions {
+  /** Default: `durable`. */
+  mode?: TopologyMode;
+  /** Unused shared queues (`N`, `N@H`, `N#G`) are deleted after this many ms. Default: 7 days. */
+  sharedQueueExpires?: number;
+  /**
+   * An instance's own queue is deleted this many ms after its process is gone; it outlives
+   * a re-exec (same PID). Default: 60000.
+   */
+  uniqueQueueExpires?: number;
+  /** Declare shared queues as quorum queues (replicated on a cluster). Default: false. */
+  quorum?: boolean;
+}
+
+/** The exchange failed messages are published to, keyed by application name. */
+export const DEAD_LETTER_EXCHANGE = 'postage.dead-letter';
+
+/** Name of an application's dead-letter queue. */
+export function deadLetterQueue(name: string): string {
+  return `${DEAD_LETTER_EXCHANGE}.${name}`;
+}
+
+/** Who an application is, for addressing. */
+export interface Identity {
+  name: string;
+  host: string;
+  pid: string | number;
+}
+
+/** Queue names and routing keys of one application instance. */
+export interface Addresses {
+  /** Shared by every N: `N`, bound with `N/rr`. */
+  sid: string;
+  /** Shared by every N on host H: `N@H`, bound with `N@H/rr`. */
+  hid: string;
+  /** This instance's own queue: `N:P@H`. */
+  uid: string;
+  /** Keys bound to the unique queue (fan-out): `N`, `@H`, `N@H`, `P@H`, `N:P@H`. */
+  fanoutKeys: string[];
+  /** The key that reaches exactly this instance: `N:P@H`. */
+  instanceKey: string;
+  /** The key that reaches every application of the process: `P@H`. */
+  processKey: string;
+}
+
+const FORBIDDEN = /[@#/:\s]/;
+
+/** Checks that a name can be used in addresses (no `@ # / :` or spaces). */
+export function checkName(kind: string, value: string): string {
+  if (typeof value !== 'string' || value === '' || FORBIDDEN.test(value)) {
+    throw invalidArgument(kind, value, 'must be a non-empty name without "@", "#", "/", ":" or spaces');
+  }
+  return value;
+}
+
+export function addressesOf({ name, host, pid }: Identity): Addresses {
+  const uid = `${name}:${pid}@${host}`;
+  return {
+    sid: name,
+    hid: `${name}@${host}`,
+    uid,
+    fanoutKeys: [name, `@${host}`, `${name}@${host}`, `${pid}@${host}`, uid],
+    instanceKey: uid,
+    processKey: `${pid}@${host}`,
+  };
+}
+
+/** Group keys: `N#G` fans out to members' unique queues; `N#G/rr` balances over queue `N#G`. */
+export function groupKey(name: string, group: string): string {
+  return `${name}#${group}`;
+}
+
+export function groupRoundRobinKey(name: string, group: string): string {
+  return `${groupKey(name, group)}/rr`;
+}
+
+const DAY = 24 * 3600 * 1000;
+
+function durableFlags(expires: number, name: string, quorum: boolean): QueueFlags {
+  const args: Record<string, unknown> = {
+    'x-expires': expires,
+    'x-dead-letter-exchange': DEAD_LETTER_EXCHANGE,
+    'x-dead-letter-routing-key': name,
+  };
+  if (quorum) args['x-queue-type'] = 'quorum';
+  return { durable: true, autoDelete: false, exclusive: false, arguments: args };
+}
+
+/** The flags of each kind of queue in a topology mode. */
+export function queueFlags(kind: 'shared' | 'unique' | 'group', appName: string, options: TopologyOptions = {}): QueueFlags | undefined {
+  const mode = options.mode ?? 'durable';
+  if (mode === 'postage') {
+    // Python: sid, hid and uid were {'auto_delete': True}; the group queue had no flags.
+    return kind === 'group' ? undefined : { auto_delete: true };
+  }
+  if (mode !== 'durable') throw invalidArgument('topology.mode', mode, 'must be "durable" or "postage"');
+  if (kind === 'unique') return durableFlags(options.uniqueQueueExpires ?? 60_000, appName, false);
+  return durableFlags(options.sharedQueueExpires ?? 7 * DAY, appName, options.quorum ?? false);
+}
+
+function spec(name: string, flags: QueueFlags | undefined): QueueSpec {
+  return flags ? { name, flags } : name;
+}
+
+/** The (queue, key) bindings an application declares at start. */
+export function applicationBindings(id: Identity, groups: readonly string[], options: TopologyOptions = {}): Array<[QueueSpec, string]> {
+  const a = addressesOf(id);
+  const unique = spec(a.uid, queueFlags('unique', id.name, options));
+  const bindings: Array<[QueueSpec, string]> = [
+    [spec(a.sid, queueFlags('shared', id.name, options)), `${a.sid}/rr`],
+    [spec(a.hid, queueFlags('shared', id.name, options)), `${a.hid}/rr`],
+    ...a.fanoutKeys.map((key): [QueueSpec, string] => [unique, key]),
+  ];
+  for (const g of groups) bindings.push(...groupBindings(id, g, options));
+  return bindings;
+}
+
+/** Bindings for one group given at start: `N#G` to the unique queue, `N#G/rr` to queue `N#G`. */
+export function groupBindings(id: Identity, group: string, options: TopologyOptions = {}): Array<[QueueSpec, string]> {
+  const a = addressesOf(id);
+  return [
+    [spec(a.uid, queueFlags('unique', id.name, options)), groupKey(id.name, group)],
+    [spec(groupKey(id.name, group), queueFlags('group', id.name, options)), groupRoundRobinKey(id.name, group)],
+  ];
+}
+
+/** The unique queue's spec (for `join_group` at run time). */
+export function uniqueQueueSpec(id: Identity, options: TopologyOptions = {}): QueueSpec {
+  return spec(addressesOf(id).uid, queueFlags('unique', id.name, options));
+}

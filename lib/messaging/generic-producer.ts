@@ -1,0 +1,213 @@
+import type { Options } from 'amqplib';
+import { brand, invalidArgument } from '../errors.js';
+import { Connection } from '../amqp/connection.js';
+import { Exchange, type ExchangeClass } from '../amqp/exchange.js';
+import { JsonEncoder, type Encoder } from '../wire/encoder.js';
+import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
+import { Message, MessageCommand, RpcCommand, type MessageBody, type MessageResult } from '../wire/message.js';
+import { childLogger, type Logger } from '../logger.js';
+import { Publisher } from './publisher.js';
+import { RpcClient, type RpcRequest } from './rpc-client.js';
+
+/** A list of (exchange, routing key) pairs. */
+export type ExchangeKeys = ReadonlyArray<readonly [ExchangeClass, string]>;
+
+/** Routing options accepted by every send (Python names). */
+export interface SendOptions {
+  /** Send to the first exchange of `eks` with this key. */
+  _key?: string;
+  /** Replace the default pairs entirely; `_key` is then ignored. */
+  _eks?: ExchangeKeys;
+}
+
+/** Options of an RPC call (Python names). */
+export interface RpcOptions extends SendOptions {
+  /** Seconds to wait for each try. Default: the producer's `rpcTimeout` (30). */
+  _timeout?: number;
+  /** Re-sends after a timeout. Default: the producer's `maxRetry` (4). */
+  _max_retry?: number;
+  /** Return the reply queue's name instead of waiting (read it with `fetchResult`). */
+  _queue_only?: boolean;
+}
+
+/** Options of `new GenericProducer()`. */
+export interface ProducerOptions {
+  /** Merged over an automatic fingerprint (pid, host, user, vhost from the OS). */
+  fingerprint?: Partial<FingerprintDict>;
+  /** Default: `Connection.shared()` (one per process). */
+  connection?: Connection;
+  /** Default: a `JsonEncoder`. */
+  encoder?: Encoder;
+  logger?: Logger;
+}
+
+const OPTION_KEYS = new Set(['_key', '_eks', '_timeout', '_max_retry', '_queue_only']);
+
+function isOptions(value: unknown): value is RpcOptions {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const keys = Object.keys(value);
+  return keys.length > 0 && keys.every((k) => OPTION_KEYS.has(k));
+}
+
+/** `message_<name>` / `rpc_<name>` methods, resolved at run time as Python's `__getattr__` did. */
+export interface MagicMethods {
+  [key: `message_${string}`]: (...args: any[]) => Promise<void>;
+  [key: `rpc_${string}`]: (...args: any[]) => Promise<MessageResult | string>;
+}
+
+/**
+ * A message producer (Python's `GenericProducer`). Subclass it, set `static eks`, optionally
+ * add `build_message_<name>()` / `build_rpc_<name>()` methods, and call
+ * `producer.message_<name>(...args, options?)` or `producer.rpc_<name>(...args, options?)`.
+ * The typed `send()`, `sendCommand()`, `rpc()` and `rpcCommand()` do the same without magic.
+ * An options object is recognised as the last argument when all of its keys are `_key`,
+ * `_eks`, `_timeout`, `_max_retry` or `_queue_only`.
+ */
+export class GenericProducer {
+  /** Default (exchange, key) pairs. Default: `[[Exchange, 'nokey']]`, as in Python. */
+  static eks: ExchangeKeys = [[Exchange, 'nokey']];
+  /** Seconds an RPC try waits. Default: 30. */
+  static rpcTimeout = 30;
+  /** Re-sends after an RPC timeout. Default: 4. */
+  static maxRetry = 4;
+
+  readonly fingerprint: FingerprintDict;
+  readonly connection: Connection;
+  readonly encoder: Encoder;
+  readonly logger: Logger;
+
+  constructor(options: ProducerOptions = {}) {
+    this.connection = options.connection ?? Connection.shared();
+    this.encoder = options.encoder ?? new JsonEncoder();
+    this.fingerprint = { ...new Fingerprint().asDict(), ...stringValues(options.fingerprint ?? {}) };
+    this.logger = childLogger(options.logger ?? this.connection.logger, { producer: this.constructor.name });
+    return new Proxy(this, {
+      get(target, prop, receiver) {
+        if (typeof prop !== 'string' || prop in target) return Reflect.get(target, prop, receiver);
+        if (prop.startsWith('message_')) return (...args: unknown[]) => target.magic('message', prop.slice(8), args);
+        if (prop.startsWith('rpc_')) return (...args: unknown[]) => target.magic('rpc', prop.slice(4), args);
+        return undefined;
+      },
+    });
+  }
+
+  /** The class-level defaults of this producer (`static eks` of the subclass). */
+  get eks(): ExchangeKeys {
+    return (this.constructor as typeof GenericProducer).eks;
+  }
+
+  private magic(kind: 'message' | 'rpc', name: string, args: unknown[]): Promise<void> | Promise<MessageResult | string> {
+    const last = args.at(-1);
+    const options = isOptions(last) ? (args.pop() as RpcOptions) : {};
+    const builder = (this as unknown as Record<string, unknown>)[`build_${kind}_${name}`];
+    let message: Message;
+    if (typeof builder === 'function') message = builder.apply(this, args) as Message;
+    else message = kind === 'rpc' ? new RpcCommand(name, args[0] ?? {}) : new MessageCommand(name, args[0] ?? {});
+    if (!(message instanceof Message)) throw invalidArgument(`build_${kind}_${name}`, message, 'must return a Message');
+    return kind === 'rpc' ? this.rpcAny(message, options) : this.send(message, options);
+  }
+
+  /** The (exchange, key) pairs a send goes to, as Python's `_get_eks`. */
+  resolveEks(options: SendOptions = {}): ExchangeKeys {
+    if (options._eks !== undefined) return options._eks;
+    const first = this.eks[0];
+    if (options._key !== undefined) {
+      if (!first) throw invalidArgument('eks', this.eks, 'is empty: _key needs a default exchange');
+      return [[first[0], options._key]];
+    }
+    return this.eks;
+  }
+
+  private publishOptions(): Options.Publish {
+    return { contentType: this.encoder.contentType, persistent: true };
+  }
+
+  private encode(message: Message): Buffer {
+    message.setFingerprint(this.fingerprint);
+    this.logger.debug('-->', { body: message.body });
+    return this.encoder.encode(message.body);
+  }
+
+  /** Publishes a message to every (exchange, key) pair; resolves once the broker confirmed it. */
+  async send(message: Message, options: SendOptions = {}): Promise<void> {
+    const content = this.encode(message);
+    await this.forwardEncoded(content, options);
+  }
+
+  /** `message_<name>(parameters)` without the magic. */
+  sendCommand(name: string, parameters: unknown = {}, options: SendOptions = {}): Promise<void> {
+    return this.send(new MessageCommand(name, parameters), options);
+  }
+
+  /** Sends a generic `Message(args, kwds)` (Python's `producer.message(*args, **kwds)`). */
+  message(args: readonly unknown[] = [], kwds: Record<string, unknown> = {}, options: SendOptions = {}): Promise<void> {
+    return this.send(new Message(args, kwds), options);
+  }
+
+  /** Re-publishes a raw body as it is (Python's `forward`). */
+  forward(body: MessageBody | Record<string, unknown>, options: SendOptions = {}): Promise<void> {
+    return this.forwardEncoded(this.encoder.encode(body), options);
+  }
+
+  private async forwardEncoded(content: Buffer, options: SendOptions): Promise<void> {
+    const publisher = Publisher.for(this.connection);
+    await Promise.all(this.resolveEks(options).map(([exchange, key]) => publisher.publish(exchange, key, content, this.publishOptions())));
+  }
+
+  private request(message: Message, options: SendOptions): RpcRequest {
+    const pair = this.resolveEks(options)[0];
+    if (!pair) throw invalidArgument('eks', this.eks, 'is empty: an RPC needs a destination');
+    const [exchange, key] = pair;
+    return { exchange, key, content: this.encode(message), contentType: this.encoder.contentType, what: `'${message.name}' on ${exchange.name || '(default)'}/${key}` };
+  }
+
+  private rpcClient(): RpcClient {
+    return RpcClient.for(this.connection, this.encoder);
+  }
+
+  private rpcAny(message: Message, options: RpcOptions): Promise<MessageResult | string> {
+    if (options._queue_only) return this.rpcClient().sendQueueOnly(this.request(message, options));
+    return this.rpc(message, options);
+  }
+
+  /**
+   * Sends an RPC to the first (exchange, key) pair and returns the reply. When every try
+   * timed out it returns `MessageResultException('TimeoutError', …)`; it does not throw.
+   */
+  async rpc(message: Message, options: Omit<RpcOptions, '_queue_only'> = {}): Promise<MessageResult> {
+    const statics = this.constructor as typeof GenericProducer;
+    const timeout = options._timeout ?? statics.rpcTimeout;
+    const retries = options._max_retry ?? statics.maxRetry;
+    if (!(timeout > 0)) throw invalidArgument('_timeout', timeout, 'must be a positive number of seconds');
+    if (!Number.isInteger(retries) || retries < 0) throw invalidArgument('_max_retry', retries, 'must be a whole number >= 0');
+    const result = await this.rpcClient().call(this.request(message, options), timeout * 1000, retries);
+    this.logger.debug('<--', { body: result.body });
+    return result;
+  }
+
+  /** `rpc_<name>(parameters)` without the magic. */
+  rpcCommand(name: string, parameters: unknown = {}, options: Omit<RpcOptions, '_queue_only'> = {}): Promise<MessageResult> {
+    return this.rpc(new RpcCommand(name, parameters), options);
+  }
+
+  /** Sends an RPC once and collects every reply within `timeout` seconds (fan-out keys). */
+  rpcCollect(message: Message, options: SendOptions & { _timeout?: number; expect?: number } = {}): Promise<MessageResult[]> {
+    const timeout = options._timeout ?? (this.constructor as typeof GenericProducer).rpcTimeout;
+    return this.rpcClient().collect(this.request(message, options), timeout * 1000, options.expect ?? Infinity);
+  }
+
+  /** Reads the reply of a `_queue_only` RPC from its queue (Python's `consume_rpc`). */
+  fetchResult(queue: string, timeout = (this.constructor as typeof GenericProducer).rpcTimeout): Promise<MessageResult> {
+    return this.rpcClient().fetch(queue, timeout * 1000);
+  }
+}
+brand(GenericProducer, 'GenericProducer');
+
+// The magic methods are typed on the instance side through declaration merging.
+export interface GenericProducer extends MagicMethods {}
+
+function stringValues(obj: Partial<FingerprintDict>): Partial<FingerprintDict> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(obj)) if (v !== undefined) out[k] = String(v);
+  return out;
+}

@@ -1,0 +1,67 @@
+import { markFromDeclaration, markOf, type FilterSpec, type HandlerMark, type Route } from './handlers.js';
+import { isHandlerClass } from './handler.js';
+
+/** One registered handler: how to call it and what it receives. @internal */
+export interface HandlerEntry {
+  /** A method name on the processor, or a `Handler` class. */
+  target: string | Function;
+  receives: Route['receives'];
+  filters: FilterSpec[];
+  /** For logs: `Class.method`. */
+  label: string;
+}
+
+/** Handlers by `category|type|name` (name `*` for wildcard routes), in registration order. @internal */
+export type HandlerTable = Map<string, HandlerEntry[]>;
+
+export function routeKey(category: string, type: string, name: string | undefined): string {
+  return `${category}|${type}|${name ?? '*'}`;
+}
+
+/**
+ * Collects the handlers of a processor class and its ancestors, base first, in definition
+ * order. A method overridden under the same name replaces the inherited registration when
+ * the override is itself decorated; otherwise the inherited route calls the override.
+ * @internal
+ */
+export function buildHandlerTable(cls: Function, stopAt: Function): HandlerTable {
+  const chain: Function[] = [];
+  for (let c: Function | null = cls; c && c !== Function.prototype; c = Object.getPrototypeOf(c) as Function | null) {
+    chain.unshift(c);
+    if (c === stopAt) break;
+  }
+  const byProperty = new Map<string, { mark: HandlerMark; target: string | Function; label: string }>();
+  for (const c of chain) {
+    for (const prop of Object.getOwnPropertyNames(c.prototype)) {
+      if (prop === 'constructor') continue;
+      const desc = Object.getOwnPropertyDescriptor(c.prototype, prop);
+      const mark = markOf(desc?.value);
+      if (mark && mark.routes.length > 0) byProperty.set(prop, { mark, target: prop, label: `${c.name}.${prop}` });
+    }
+    for (const prop of Object.getOwnPropertyNames(c)) {
+      if (prop === 'prototype' || prop === 'handlers') continue;
+      const desc = Object.getOwnPropertyDescriptor(c, prop);
+      const value: unknown = desc?.value;
+      const mark = markOf(value);
+      if (mark && mark.routes.length > 0 && isHandlerClass(value)) byProperty.set(`static:${prop}`, { mark, target: value, label: `${c.name}.${prop}` });
+    }
+    const declared = Object.getOwnPropertyDescriptor(c, 'handlers')?.value as Record<string, unknown> | undefined;
+    if (declared && typeof declared === 'object') {
+      for (const [prop, declaration] of Object.entries(declared)) {
+        const mark = markFromDeclaration(declaration);
+        if (!mark || mark.routes.length === 0) throw new TypeError(`${c.name}.handlers.${prop}: expected MessageHandler(...), RpcHandler(...) or an array of them with MessageFilter(...)`);
+        byProperty.set(prop, { mark, target: prop, label: `${c.name}.${prop}` });
+      }
+    }
+  }
+  const table: HandlerTable = new Map();
+  for (const { mark, target, label } of byProperty.values()) {
+    for (const r of mark.routes) {
+      const key = routeKey(r.category, r.type, r.name);
+      const list = table.get(key) ?? [];
+      list.push({ target, receives: r.receives, filters: [...mark.filters], label });
+      table.set(key, list);
+    }
+  }
+  return table;
+}
