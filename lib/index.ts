@@ -40,6 +40,7 @@ export {
   deadLetterQueue,
   checkName,
   DEAD_LETTER_EXCHANGE,
+  DAEMON_DISCOVERY_KEY,
 } from './application/addressing.js';
 
 export type { ErrorCode } from './errors.js';

@@ -35,6 +35,12 @@ export function deadLetterQueue(name: string): string {
   return `${DEAD_LETTER_EXCHANGE}.${name}`;
 }
 
+/**
+ * Fan-out key every `postaged` daemon's own application binds, so that `postage ps` finds
+ * them all whatever their names. It cannot clash with an application key: names may not be empty.
+ */
+export const DAEMON_DISCOVERY_KEY = '#daemons';
+
 /** Who an application is, for addressing. */
 export interface Identity {
   name: string;

@@ -1,5 +1,6 @@
 import { brand } from '../errors.js';
 import { Exchange } from '../amqp/exchange.js';
+import type { QueueSpec } from '../amqp/queue-flags.js';
 import { Fingerprint } from '../wire/fingerprint.js';
 import { MessageResult } from '../wire/message.js';
 import { MessageHandler, RpcHandler } from '../processing/handlers.js';
@@ -43,6 +44,8 @@ export interface ApplicationOptions extends Omit<ProcessorOptions, 'fingerprint'
   groups?: readonly string[];
   /** Queue flags and mode. */
   topology?: TopologyOptions;
+  /** More routing keys bound to the unique queue (the daemon binds `#daemons` for discovery). */
+  extraKeys?: readonly string[];
   /** Free options for the application itself (the daemon passes per-plugin options here). */
   settings?: Record<string, unknown>;
 }
@@ -77,7 +80,12 @@ export class GenericApplication extends MessageProcessor {
     super({
       ...options,
       fingerprint,
-      eqk: [[statics.exchangeClass, applicationBindings(id, groups, topology)]],
+      eqk: [
+        [
+          statics.exchangeClass,
+          [...applicationBindings(id, groups, topology), ...(options.extraKeys ?? []).map((key): [QueueSpec, string] => [uniqueQueueSpec(id, topology), key])],
+        ],
+      ],
       deadLetter: { exchange: DeadLetterExchange, routingKey: name },
     });
     this.name = name;
