@@ -89,8 +89,8 @@ export class MessageProcessor extends MicroThread {
   readonly logger: Logger;
   readonly events = new EventEmitter();
   readonly stats: ProcessorStats = { received: 0, handled: 0, failed: 0, rejected: 0, deadLettered: 0, unhandled: 0, invalid: {} };
-  /** `running` → `stopping` → `stopped`. */
-  state: 'created' | 'running' | 'stopping' | 'stopped' = 'created';
+  /** `created` → `starting` → `running` (consuming) → `stopping` → `stopped`. */
+  state: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' = 'created';
   protected readonly concurrency: number;
   protected readonly drainTimeout: number;
   protected readonly deadLetter: DeadLetterTarget | undefined;
@@ -126,11 +126,17 @@ export class MessageProcessor extends MicroThread {
 
   /** Starts consuming. Called once by the scheduler. */
   override async create(): Promise<void> {
-    this.state = 'running';
+    this.state = 'starting';
     await this.consumer.start((delivery) => {
       this.inbox.push(delivery);
       this.wakeUp();
     });
+    if (this.state === 'starting') this.state = 'running';
+  }
+
+  /** True once every queue has a consumer. */
+  get consuming(): boolean {
+    return this.state === 'running';
   }
 
   private wakeUp(): void {
@@ -197,10 +203,13 @@ export class MessageProcessor extends MicroThread {
   private async dispatch(delivery: Delivery): Promise<void> {
     this.stats.received++;
     let body: MessageBody;
+    let decoded = false;
     try {
-      body = validateBody(this.encoder.decode(delivery.message.content));
+      const value = this.encoder.decode(delivery.message.content);
+      decoded = true;
+      body = validateBody(value);
     } catch (err) {
-      const reason = err instanceof PostageError ? (REASONS[err.code] ?? 'malformed') : 'malformed';
+      const reason = decoded ? 'malformed' : err instanceof PostageError ? (REASONS[err.code] ?? 'decode') : 'decode';
       this.stats.invalid[reason] = (this.stats.invalid[reason] ?? 0) + 1;
       this.invalidLog.warn(reason, 'refused a message that is not a valid Postage body', { reason, error: (err as Error).message, queue: delivery.queue });
       await this.fail(delivery, reason, err);
