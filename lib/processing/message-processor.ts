@@ -62,6 +62,9 @@ export interface LifecycleEvent {
   messageId?: string;
 }
 
+/** Errors already logged by the handler loop, so the dead-letter path does not log them twice. */
+const loggedErrors = new WeakSet<object>();
+
 const REASONS: Record<string, string> = {
   POSTAGE_ERR_DECODE: 'decode',
   POSTAGE_ERR_BODY_TOO_LARGE: 'too-large',
@@ -94,13 +97,13 @@ export class MessageProcessor extends MicroThread {
   protected readonly concurrency: number;
   protected readonly drainTimeout: number;
   protected readonly deadLetter: DeadLetterTarget | undefined;
-  private readonly handlerTable: HandlerTable;
-  private readonly inbox: Delivery[] = [];
-  private readonly inFlight = new Set<Promise<void>>();
-  private wake: (() => void) | undefined;
-  private pendingAction: { kind: 'quit' | 'restart'; messageId: string } | undefined;
-  private closing: Promise<void> | undefined;
-  private readonly invalidLog: RateLimitedLog;
+  readonly #handlerTable: HandlerTable;
+  readonly #inbox: Delivery[] = [];
+  readonly #inFlight = new Set<Promise<void>>();
+  #wake: (() => void) | undefined;
+  #pendingAction: { kind: 'quit' | 'restart'; messageId: string } | undefined;
+  #closing: Promise<void> | undefined;
+  readonly #invalidLog: RateLimitedLog;
 
   constructor(options: ProcessorOptions = {}) {
     super();
@@ -115,8 +118,8 @@ export class MessageProcessor extends MicroThread {
     const statics = this.constructor as typeof MessageProcessor;
     const consumerOptions = { connection: this.connection, encoder: this.encoder, logger: this.logger, eqk: options.eqk ?? statics.eqk };
     this.consumer = new statics.consumerClass(options.prefetch === undefined ? consumerOptions : { ...consumerOptions, prefetch: options.prefetch });
-    this.handlerTable = buildHandlerTable(this.constructor, MessageProcessor);
-    this.invalidLog = new RateLimitedLog(this.logger, 1000);
+    this.#handlerTable = buildHandlerTable(this.constructor, MessageProcessor);
+    this.#invalidLog = new RateLimitedLog(this.logger, 1000);
   }
 
   /** Adds bindings at run time (Python's `add_eqk`). */
@@ -128,8 +131,8 @@ export class MessageProcessor extends MicroThread {
   override async create(): Promise<void> {
     this.state = 'starting';
     await this.consumer.start((delivery) => {
-      this.inbox.push(delivery);
-      this.wakeUp();
+      this.#inbox.push(delivery);
+      this.#wakeUp();
     });
     if (this.state === 'starting') this.state = 'running';
   }
@@ -139,53 +142,60 @@ export class MessageProcessor extends MicroThread {
     return this.state === 'running';
   }
 
-  private wakeUp(): void {
-    const w = this.wake;
-    this.wake = undefined;
+  #wakeUp(): void {
+    const w = this.#wake;
+    this.#wake = undefined;
     w?.();
   }
 
   /** Dispatches the next message (or waits for one). */
   override async step(): Promise<void> {
-    if (this.pendingAction && this.inFlight.size === 0) {
-      await this.performPendingAction();
+    if (this.#pendingAction && this.#inFlight.size === 0) {
+      await this.#performPendingAction();
       return;
     }
-    const delivery = this.pendingAction ? undefined : this.inbox.shift();
+    const delivery = this.#pendingAction ? undefined : this.#inbox.shift();
     if (!delivery) {
       await new Promise<void>((resolve) => {
-        this.wake = resolve;
-        if (this.inbox.length > 0 || !this.running || (this.pendingAction && this.inFlight.size === 0)) this.wakeUp();
+        this.#wake = resolve;
+        if (this.#inbox.length > 0 || !this.running || (this.#pendingAction && this.#inFlight.size === 0)) this.#wakeUp();
       });
       return;
     }
-    const work = this.dispatch(delivery).finally(() => {
-      this.inFlight.delete(work);
-      this.wakeUp();
+    const work = this.#dispatch(delivery)
+      .catch((err: unknown) => {
+        // #dispatch handles every failure itself; this is the last line so that nothing a
+        // handler does can reach the scheduler or amqplib's event path.
+        this.logger.error('message dispatch failed unexpectedly', { error: (err as Error)?.message });
+        delivery.reject(false);
+      })
+      .finally(() => {
+      this.#inFlight.delete(work);
+      this.#wakeUp();
     });
-    this.inFlight.add(work);
-    if (this.inFlight.size >= this.concurrency) await Promise.race(this.inFlight);
+    this.#inFlight.add(work);
+    if (this.#inFlight.size >= this.concurrency) await Promise.race(this.#inFlight);
   }
 
   override stop(): void {
     super.stop();
-    this.wakeUp();
+    this.#wakeUp();
   }
 
   /** Stops this processor after the current message (what the `quit` command does). */
   requestQuit(messageId = 'api'): void {
-    this.pendingAction ??= { kind: 'quit', messageId };
-    this.wakeUp();
+    this.#pendingAction ??= { kind: 'quit', messageId };
+    this.#wakeUp();
   }
 
-  private async performPendingAction(): Promise<void> {
-    const action = this.pendingAction;
+  async #performPendingAction(): Promise<void> {
+    const action = this.#pendingAction;
     if (!action) return;
     if (action.kind === 'quit') {
       await this.close('quit');
       return;
     }
-    this.pendingAction = undefined;
+    this.#pendingAction = undefined;
     const hook = getRestartHook();
     const event: LifecycleEvent = { processor: this, reason: 'restart command', messageId: action.messageId };
     this.events.emit('restart', event);
@@ -200,7 +210,7 @@ export class MessageProcessor extends MicroThread {
     return createHash('sha1').update(delivery.message.content).digest('hex');
   }
 
-  private async dispatch(delivery: Delivery): Promise<void> {
+  async #dispatch(delivery: Delivery): Promise<void> {
     this.stats.received++;
     let body: MessageBody;
     let decoded = false;
@@ -211,78 +221,79 @@ export class MessageProcessor extends MicroThread {
     } catch (err) {
       const reason = decoded ? 'malformed' : err instanceof PostageError ? (REASONS[err.code] ?? 'decode') : 'decode';
       this.stats.invalid[reason] = (this.stats.invalid[reason] ?? 0) + 1;
-      this.invalidLog.warn(reason, 'refused a message that is not a valid Postage body', { reason, error: (err as Error).message, queue: delivery.queue });
-      await this.fail(delivery, reason, err);
+      this.#invalidLog.warn(reason, 'refused a message that is not a valid Postage body', { reason, error: (err as Error).message, queue: delivery.queue });
+      await this.#fail(delivery, reason, err);
       return;
     }
     this.logger.debug('<--', { queue: delivery.queue, body });
     try {
-      if (body.category === 'rpc') await this.dispatchRpc(delivery, body);
-      else await this.dispatchMessage(delivery, body);
+      if (body.category === 'rpc') await this.#dispatchRpc(delivery, body);
+      else await this.#dispatchMessage(delivery, body);
     } catch (err) {
       if (err instanceof RejectMessage) {
         this.stats.rejected++;
-        await this.fail(delivery, 'rejected', err);
+        await this.#fail(delivery, 'rejected', err);
         return;
       }
       this.stats.failed++;
-      this.logger.error('handler failed', { name: body.name, type: body.type, error: (err as Error)?.message, stack: (err as Error)?.stack });
-      await this.fail(delivery, 'handler-error', err);
+      if (!loggedErrors.has(err as object)) this.logger.error('message failed', { name: body.name, type: body.type, error: (err as Error)?.message, stack: (err as Error)?.stack });
+      await this.#fail(delivery, 'handler-error', err);
     }
   }
 
-  private handlersFor(category: string, body: MessageBody): HandlerEntry[] {
-    return [...(this.handlerTable.get(routeKey(category, body.type, body.name)) ?? []), ...(this.handlerTable.get(routeKey(category, body.type, undefined)) ?? [])];
+  #handlersFor(category: string, body: MessageBody): HandlerEntry[] {
+    return [...(this.#handlerTable.get(routeKey(category, body.type, body.name)) ?? []), ...(this.#handlerTable.get(routeKey(category, body.type, undefined)) ?? [])];
   }
 
-  private async dispatchMessage(delivery: Delivery, body: MessageBody): Promise<void> {
-    const handlers = this.handlersFor('message', body);
+  async #dispatchMessage(delivery: Delivery, body: MessageBody): Promise<void> {
+    const handlers = this.#handlersFor('message', body);
     if (handlers.length === 0) this.stats.unhandled++;
     let firstError: unknown;
     for (const entry of handlers) {
       try {
-        const data = await this.applyFilters(entry, structuredClone(entry.receives === 'body' ? body : body.content));
-        await this.invoke(entry, data, undefined);
+        const data = await this.#applyFilters(entry, structuredClone(entry.receives === 'body' ? body : body.content));
+        await this.#invoke(entry, data, undefined);
       } catch (err) {
         if (err instanceof FilterError) continue;
         if (err instanceof RejectMessage) throw err;
         // One failing handler does not stop the others; the message is dead-lettered afterwards.
-        this.logger.error('handler failed', { handler: entry.label, error: (err as Error)?.message, stack: (err as Error)?.stack });
+        this.logger.error('handler failed', { handler: entry.label, name: body.name, error: (err as Error)?.message, stack: (err as Error)?.stack });
+        if (typeof err === 'object' && err !== null) loggedErrors.add(err);
         firstError ??= err;
       }
     }
     if (firstError !== undefined) throw firstError;
     this.stats.handled++;
-    this.noteControl(delivery, body);
+    this.#noteControl(delivery, body);
     delivery.ack();
   }
 
-  private noteControl(delivery: Delivery, body: MessageBody): void {
+  #noteControl(delivery: Delivery, body: MessageBody): void {
     if (body.type !== 'command' || (body.name !== 'quit' && body.name !== 'restart')) return;
-    if (this.pendingActionRequested === body.name) {
-      this.pendingAction ??= { kind: body.name, messageId: MessageProcessor.messageIdentity(delivery) };
-      this.pendingActionRequested = undefined;
+    if (this.#pendingActionRequested === body.name) {
+      this.#pendingAction ??= { kind: body.name, messageId: MessageProcessor.messageIdentity(delivery) };
+      this.#pendingActionRequested = undefined;
     }
   }
 
   /** Set by the default `quit` / `restart` handlers; acted on after the ack. */
-  private pendingActionRequested: 'quit' | 'restart' | undefined;
+  #pendingActionRequested: 'quit' | 'restart' | undefined;
 
-  private async dispatchRpc(delivery: Delivery, body: MessageBody): Promise<void> {
-    const handlers = this.handlersFor('rpc', body);
+  async #dispatchRpc(delivery: Delivery, body: MessageBody): Promise<void> {
+    const handlers = this.#handlersFor('rpc', body);
     const entry = handlers.at(-1);
     let replied = false;
     const reply: ReplyFunc = async (result) => {
       replied = true;
-      await this.reply(delivery, result);
+      await this.#reply(delivery, result);
     };
     if (!entry) {
       this.stats.unhandled++;
       await reply(new MessageResultError(`unknown RPC command '${body.name}' (type '${body.type}') for ${this.fingerprint.name}`));
     } else {
       try {
-        const data = await this.applyFilters(entry, structuredClone(entry.receives === 'body' ? body : body.content));
-        const value = await this.invoke(entry, data, reply);
+        const data = await this.#applyFilters(entry, structuredClone(entry.receives === 'body' ? body : body.content));
+        const value = await this.#invoke(entry, data, reply);
         if (!replied && value !== undefined) await reply(value);
         this.stats.handled++;
       } catch (err) {
@@ -295,17 +306,17 @@ export class MessageProcessor extends MicroThread {
         }
       }
     }
-    this.noteControl(delivery, body);
+    this.#noteControl(delivery, body);
     delivery.ack();
   }
 
-  private async applyFilters(entry: HandlerEntry, data: unknown): Promise<unknown> {
+  async #applyFilters(entry: HandlerEntry, data: unknown): Promise<unknown> {
     let value = data;
     for (const f of entry.filters) value = await f.fn(value, ...f.args);
     return value;
   }
 
-  private async invoke(entry: HandlerEntry, data: unknown, reply: ReplyFunc | undefined): Promise<unknown> {
+  async #invoke(entry: HandlerEntry, data: unknown, reply: ReplyFunc | undefined): Promise<unknown> {
     if (typeof entry.target === 'string') {
       const fn = (this as unknown as Record<string, unknown>)[entry.target];
       if (typeof fn !== 'function') throw new TypeError(`${entry.label} is not a method`);
@@ -318,7 +329,7 @@ export class MessageProcessor extends MicroThread {
     throw new TypeError(`${entry.label} is neither a method nor a Handler class`);
   }
 
-  private async reply(delivery: Delivery, result: unknown): Promise<void> {
+  async #reply(delivery: Delivery, result: unknown): Promise<void> {
     const replyTo = delivery.message.properties.replyTo as string | undefined;
     if (!replyTo) {
       this.logger.warn('RPC without reply_to: no answer sent', { queue: delivery.queue });
@@ -338,7 +349,7 @@ export class MessageProcessor extends MicroThread {
    * Sends a failed message to the dead-letter target with its reason, then acks it; with no
    * target, rejects it without requeue (the queue's own dead-letter exchange, if any, takes it).
    */
-  private async fail(delivery: Delivery, reason: string, error: unknown): Promise<void> {
+  async #fail(delivery: Delivery, reason: string, error: unknown): Promise<void> {
     if (!this.deadLetter) {
       delivery.reject(false);
       return;
@@ -369,7 +380,7 @@ export class MessageProcessor extends MicroThread {
 
   /** In-flight handler count (for drain reports). */
   get inFlightCount(): number {
-    return this.inFlight.size;
+    return this.#inFlight.size;
   }
 
   /**
@@ -378,30 +389,30 @@ export class MessageProcessor extends MicroThread {
    * not yet dispatched go back to their queue when the channel closes.
    */
   close(reason = 'closed'): Promise<void> {
-    this.closing ??= (async () => {
+    this.#closing ??= (async () => {
       this.state = 'stopping';
       await this.consumer.cancel().catch(() => undefined);
       await this.drain();
       await this.beforeChannelClose(reason);
-      this.inbox.length = 0;
+      this.#inbox.length = 0;
       await this.consumer.close(reason);
       this.state = 'stopped';
       this.stop();
       this.events.emit('stopped', { processor: this, reason } satisfies LifecycleEvent);
     })();
-    return this.closing;
+    return this.#closing;
   }
 
   /** Waits for in-flight handlers, at most `drainTimeout` ms. */
   protected async drain(): Promise<void> {
-    if (this.inFlight.size === 0) return;
+    if (this.#inFlight.size === 0) return;
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), this.drainTimeout);
     });
-    const outcome = await Promise.race([Promise.allSettled([...this.inFlight]).then(() => 'drained' as const), expired]);
+    const outcome = await Promise.race([Promise.allSettled([...this.#inFlight]).then(() => 'drained' as const), expired]);
     clearTimeout(timer);
-    if (outcome === 'timeout') this.logger.warn('drain timeout expired with handlers still running', { inFlight: this.inFlight.size, timeoutMs: this.drainTimeout });
+    if (outcome === 'timeout') this.logger.warn('drain timeout expired with handlers still running', { inFlight: this.#inFlight.size, timeoutMs: this.drainTimeout });
   }
 
   /** Hook for subclasses: runs after the drain, before the channel closes (e.g. delete a queue). */
@@ -414,13 +425,13 @@ export class MessageProcessor extends MicroThread {
   /** Default handler: command `quit` stops this processor once the message is acked. */
   @MessageHandler('command', 'quit')
   msgQuit(_content: unknown): void {
-    this.pendingActionRequested = 'quit';
+    this.#pendingActionRequested = 'quit';
   }
 
   /** Default handler: command `restart` acks, then calls the process-level restart hook. */
   @MessageHandler('command', 'restart')
   msgRestart(_content: unknown): void {
-    this.pendingActionRequested = 'restart';
+    this.#pendingActionRequested = 'restart';
   }
 }
 brand(MessageProcessor, 'MessageProcessor');

@@ -100,7 +100,8 @@ function argumentsObject(value: unknown): Record<string, unknown> {
     // rabbitmqctl prints arguments as [[name, value], ...] or [{name: value}, ...] by version.
     const out: Record<string, unknown> = {};
     for (const item of value) {
-      if (Array.isArray(item)) out[String(item[0])] = item[1];
+      // [name, type, value] triples (3.x json formatter) or [name, value] pairs.
+      if (Array.isArray(item)) out[String(item[0])] = item.at(-1);
       else if (item && typeof item === 'object') Object.assign(out, item);
     }
     return out;

@@ -254,3 +254,28 @@ test('fairness: a flooded processor does not starve another one on the same sche
   t.true(latencies.length >= 20, 'pings were answered while the flood was being processed');
   t.true(p99 < 500, `p99 ${p99.toFixed(1)} ms`);
 });
+
+test('handler methods may use any name, even ones the processor uses internally', async (t) => {
+  const { connection } = await freshVhost(t);
+  const seen: string[] = [];
+  class Names extends MessageProcessor {
+    static handlers = { fail: MessageHandler('command', 'fail'), reply: MessageHandler('command', 'reply'), dispatch: RpcHandler('command', 'dispatch') };
+    fail(): void {
+      seen.push('fail');
+    }
+    reply(): void {
+      seen.push('reply');
+    }
+    dispatch(): string {
+      return 'dispatched';
+    }
+  }
+  const n = await startProcessor(t, new Names({ connection, eqk: eqk('names-q', 'k') }));
+  const p = producerFor(connection, 'k');
+  await p.message_fail({});
+  await p.message_reply({});
+  t.is(((await p.rpc_dispatch({}, { _timeout: 5 })) as MessageResult).value, 'dispatched', 'a returned value is the RPC answer');
+  await waitFor('both handled', () => seen.length === 2);
+  t.deepEqual(seen, ['fail', 'reply']);
+  t.is(n.stats.failed, 0);
+});
