@@ -52,7 +52,8 @@ function isOptions(value: unknown): value is RpcOptions {
 /** `message_<name>` / `rpc_<name>` methods, resolved at run time as Python's `__getattr__` did. */
 export interface MagicMethods {
   [key: `message_${string}`]: (...args: any[]) => Promise<void>;
-  [key: `rpc_${string}`]: (...args: any[]) => Promise<MessageResult | string>;
+  /** Resolves to the reply; with `_queue_only: true`, to the reply queue's name (a string). */
+  [key: `rpc_${string}`]: (...args: any[]) => Promise<MessageResult<any>>;
 }
 
 /**
@@ -96,7 +97,7 @@ export class GenericProducer {
     return (this.constructor as typeof GenericProducer).eks;
   }
 
-  private magic(kind: 'message' | 'rpc', name: string, args: unknown[]): Promise<void> | Promise<MessageResult | string> {
+  private magic(kind: 'message' | 'rpc', name: string, args: unknown[]): Promise<unknown> {
     const last = args.at(-1);
     const options = isOptions(last) ? (args.pop() as RpcOptions) : {};
     const builder = (this as unknown as Record<string, unknown>)[`build_${kind}_${name}`];
@@ -104,7 +105,8 @@ export class GenericProducer {
     if (typeof builder === 'function') message = builder.apply(this, args) as Message;
     else message = kind === 'rpc' ? new RpcCommand(name, args[0] ?? {}) : new MessageCommand(name, args[0] ?? {});
     if (!(message instanceof Message)) throw invalidArgument(`build_${kind}_${name}`, message, 'must return a Message');
-    return kind === 'rpc' ? this.rpcAny(message, options) : this.send(message, options);
+    if (kind === 'message') return this.send(message, options);
+    return options._queue_only ? this.rpcQueue(message, options) : this.rpc(message, options);
   }
 
   /** The (exchange, key) pairs a send goes to, as Python's `_get_eks`. */
@@ -165,9 +167,9 @@ export class GenericProducer {
     return RpcClient.for(this.connection, this.encoder);
   }
 
-  private rpcAny(message: Message, options: RpcOptions): Promise<MessageResult | string> {
-    if (options._queue_only) return this.rpcClient().sendQueueOnly(this.request(message, options));
-    return this.rpc(message, options);
+  /** Python's `_queue_only`: sends the RPC and returns the reply queue's name; read it with `fetchResult`. */
+  rpcQueue(message: Message, options: SendOptions = {}): Promise<string> {
+    return this.rpcClient().sendQueueOnly(this.request(message, options));
   }
 
   /**

@@ -62,6 +62,17 @@ export interface LifecycleEvent {
   messageId?: string;
 }
 
+function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined); // observed through ready(); never an unhandled rejection
+  return { promise, resolve, reject };
+}
+
 /** Errors already logged by the handler loop, so the dead-letter path does not log them twice. */
 const loggedErrors = new WeakSet<object>();
 
@@ -104,6 +115,7 @@ export class MessageProcessor extends MicroThread {
   #pendingAction: { kind: 'quit' | 'restart'; messageId: string } | undefined;
   #closing: Promise<void> | undefined;
   readonly #invalidLog: RateLimitedLog;
+  readonly #started = deferred();
 
   constructor(options: ProcessorOptions = {}) {
     super();
@@ -130,11 +142,22 @@ export class MessageProcessor extends MicroThread {
   /** Starts consuming. Called once by the scheduler. */
   override async create(): Promise<void> {
     this.state = 'starting';
-    await this.consumer.start((delivery) => {
-      this.#inbox.push(delivery);
-      this.#wakeUp();
-    });
+    try {
+      await this.consumer.start((delivery) => {
+        this.#inbox.push(delivery);
+        this.#wakeUp();
+      });
+    } catch (err) {
+      this.#started.reject(err);
+      throw err;
+    }
     if (this.state === 'starting') this.state = 'running';
+    this.#started.resolve();
+  }
+
+  /** Resolves once the processor consumes all its queues; rejects if starting failed. */
+  ready(): Promise<void> {
+    return this.#started.promise;
   }
 
   /** True once every queue has a consumer. */

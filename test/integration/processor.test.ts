@@ -252,7 +252,7 @@ test('fairness: a flooded processor does not starve another one on the same sche
   const p50 = latencies[Math.floor(latencies.length / 2)] ?? Infinity;
   t.log(`ping during flood: n=${latencies.length} p50=${p50.toFixed(2)} ms p99=${p99.toFixed(2)} ms; flooded handled ${flooded}`);
   t.true(latencies.length >= 20, 'pings were answered while the flood was being processed');
-  t.true(p99 < 500, `p99 ${p99.toFixed(1)} ms`);
+  t.true(p99 < 1000, `p99 ${p99.toFixed(1)} ms`);
 });
 
 test('handler methods may use any name, even ones the processor uses internally', async (t) => {
