@@ -64,6 +64,17 @@ function withHeartbeat(url: string, seconds: number): string {
   return `${url}${url.includes('?') ? '&' : '?'}heartbeat=${seconds}`;
 }
 
+const warned = new Set<string>();
+
+/** Node's standard deprecation channel, once per variable per process (shown on stderr unless --no-deprecation). */
+function warnDeprecated(warnings: readonly string[]): void {
+  for (const w of warnings) {
+    if (warned.has(w)) continue;
+    warned.add(w);
+    process.emitWarning(w, { type: 'DeprecationWarning', code: 'POSTAGE_DEP_ENV' });
+  }
+}
+
 const registry = new Map<string, Connection>();
 
 /**
@@ -90,7 +101,9 @@ export class Connection extends EventEmitter {
     super();
     this.options = { ...options };
     this.urls = brokerUrls(options);
-    this.logger = options.logger ?? defaultLogger(readEnv().debug);
+    const env = readEnv();
+    this.logger = options.logger ?? defaultLogger(env.debug);
+    warnDeprecated(env.warnings);
     if (this.urls.length === 0) throw new PostageError('POSTAGE_ERR_INVALID_ARGUMENT', 'no broker URL or host given', { key: 'url' });
   }
 
