@@ -1,0 +1,42 @@
+/** `postage rpc <key> <name> [json]`: call any RPC handler and print the answers. */
+import type { Command } from 'commander';
+import { brokerOptions, helpFooter, replyOptions, repliesExitCode, withSession, type ReplyOptions } from '../common.js';
+import { readParameters } from '../json-input.js';
+import { checkKey } from '../keys.js';
+import { json, replyJson, responder, showValue, type Output } from '../output.js';
+
+export function registerRpc(program: Command, output: Output): void {
+  const cmd = program
+    .command('rpc')
+    .summary('call an RPC handler and print the replies')
+    .description(
+      'Sends RpcCommand <name> with JSON parameters (default {}) to the key and prints every reply. ' +
+        'Parameters: JSON text, "@file" to read a file, or "-" to read stdin. A round-robin or ' +
+        'instance key returns at the first reply; a fan-out key collects replies until the timeout.',
+    )
+    .argument('<key>', 'routing key')
+    .argument('<name>', 'RPC command name (the handler\'s name)')
+    .argument('[json]', 'parameters: JSON, @file or - (stdin)');
+  replyOptions(brokerOptions(cmd), 5).addHelpText(
+    'after',
+    helpFooter([
+      `postage rpc rpc-echo/rr echo '"hello"'`,
+      `postage rpc rpc-echo echo '{"text": "hi"}' --expect 2`,
+      'postage rpc rpc-echo:4242@web-1 echo @params.json',
+      `echo '"from stdin"' | postage rpc rpc-echo/rr echo -`,
+    ]),
+  );
+  cmd.action(async (key: string, name: string, text: string | undefined, options: ReplyOptions) => {
+    const reach = checkKey(key);
+    const parameters = await readParameters(text);
+    const expect = options.expect ?? (reach === 'single' ? 1 : undefined);
+    process.exitCode = await withSession(options, output, async (session) => {
+      const replies = await session.collect(key, name, parameters, { timeout: options.timeout, ...(expect === undefined ? {} : { expect }) });
+      const ok = replies.filter((r) => r.ok);
+      if (options.json) output.out(json(replies.map(replyJson)));
+      else if (replies.length === 1 && ok.length === 1) output.out(`${showValue(ok[0]?.value)}\n`);
+      else for (const r of [...ok].sort((a, b) => responder(a).localeCompare(responder(b)))) output.out(`${responder(r)}: ${typeof r.value === 'string' ? r.value : JSON.stringify(r.value)}\n`);
+      return repliesExitCode(replies, `'${name}' on key '${key}'`, options, output);
+    });
+  });
+}

@@ -1,0 +1,41 @@
+/** `postage status [key]`: the full status of the daemons a key reaches. */
+import type { Command } from 'commander';
+import { DAEMON_DISCOVERY_KEY } from 'postage';
+import { brokerOptions, helpFooter, replyOptions, repliesExitCode, withSession, type ReplyOptions } from '../common.js';
+import { asDaemonStatus, statusBlock } from '../daemon-status.js';
+import { checkKey } from '../keys.js';
+import { json, replyJson, responder, showValue, type Output } from '../output.js';
+
+export function registerStatus(program: Command, output: Output): void {
+  const cmd = program
+    .command('status')
+    .summary("show a daemon's process, applications, counts and queues")
+    .description(
+      'Sends RPC "status" to the key. Daemons (postaged) answer with their process and every ' +
+        'application they run; other applications answer an error (exit 1) unless they have a ' +
+        `"status" handler. Without a key, asks every daemon (${DAEMON_DISCOVERY_KEY}).`,
+    )
+    .argument('[key]', 'routing key (a daemon: its name, P@H, N:P@H, @H)', DAEMON_DISCOVERY_KEY);
+  replyOptions(brokerOptions(cmd), 2).addHelpText(
+    'after',
+    helpFooter(['postage status', 'postage status postaged@web-1', 'postage status 4242@web-1 --json']),
+  );
+  cmd.action(async (key: string, options: ReplyOptions) => {
+    const reach = checkKey(key);
+    const expect = options.expect ?? (reach === 'single' ? 1 : undefined);
+    process.exitCode = await withSession(options, output, async (session) => {
+      const replies = await session.collect(key, 'status', {}, { timeout: options.timeout, ...(expect === undefined ? {} : { expect }) });
+      if (options.json) output.out(json(replies.map(replyJson)));
+      else {
+        const blocks = replies
+          .filter((r) => r.ok)
+          .map((r) => {
+            const d = asDaemonStatus(r.value);
+            return d ? statusBlock(d) : `${responder(r)}:\n${showValue(r.value)}\n`;
+          });
+        output.out(blocks.join('\n'));
+      }
+      return repliesExitCode(replies, `'status' on key '${key}'`, options, output);
+    });
+  });
+}

@@ -1,0 +1,180 @@
+/**
+ * The value of a daemon's `status` reply, as `ps` and `status` read it, and how it is shown.
+ * A field a daemon left out is shown as `-` rather than failing the whole listing: a fleet
+ * may run several versions of postaged.
+ */
+import { bytes, duration, percent, table, type Column } from './output.js';
+
+export interface MessageCounts {
+  received: number;
+  handled: number;
+  failed: number;
+  rejected: number;
+  deadLettered: number;
+  unhandled: number;
+}
+
+export interface ApplicationStatus {
+  name: string;
+  file: string | null;
+  state: string;
+  groups: string[];
+  queues: string[];
+  counts: MessageCounts;
+  error?: string;
+}
+
+export interface DaemonStatus {
+  name: string;
+  pid: number;
+  host: string;
+  version: string;
+  uptime: number;
+  generation: number;
+  restarts: number;
+  lastRestartReason: string | null;
+  startedAt: string;
+  cpu: number;
+  memory: number;
+  pluginDir: string;
+  applications: ApplicationStatus[];
+}
+
+const rec = (v: unknown): Record<string, unknown> => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+const num = (v: unknown): number => (typeof v === 'number' ? v : Number.NaN);
+const str = (v: unknown, dflt = '-'): string => (typeof v === 'string' ? v : v === undefined || v === null ? dflt : String(v));
+const strs = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : []);
+
+/** Reads a status value; `undefined` when it is not a daemon's (no `applications` list). */
+export function asDaemonStatus(value: unknown): DaemonStatus | undefined {
+  const v = rec(value);
+  if (!Array.isArray(v['applications'])) return undefined;
+  return {
+    name: str(v['name']),
+    pid: num(v['pid']),
+    host: str(v['host']),
+    version: str(v['version']),
+    uptime: num(v['uptime']),
+    generation: num(v['generation']),
+    restarts: num(v['restarts']),
+    lastRestartReason: typeof v['lastRestartReason'] === 'string' ? v['lastRestartReason'] : null,
+    startedAt: str(v['startedAt']),
+    cpu: num(v['cpu']),
+    memory: num(v['memory']),
+    pluginDir: str(v['pluginDir']),
+    applications: (v['applications'] as unknown[]).map((a) => {
+      const app = rec(a);
+      const c = rec(app['counts']);
+      const status: ApplicationStatus = {
+        name: str(app['name']),
+        file: typeof app['file'] === 'string' ? app['file'] : null,
+        state: str(app['state']),
+        groups: strs(app['groups']),
+        queues: strs(app['queues']),
+        counts: {
+          received: num(c['received']),
+          handled: num(c['handled']),
+          failed: num(c['failed']),
+          rejected: num(c['rejected']),
+          deadLettered: num(c['deadLettered']),
+          unhandled: num(c['unhandled']),
+        },
+      };
+      if (app['error'] !== undefined && app['error'] !== null) status.error = str(app['error']);
+      return status;
+    }),
+  };
+}
+
+const n = (v: number): string => (Number.isFinite(v) ? String(v) : '-');
+
+/** Daemons sorted by host, then name, then pid; each daemon's own application first. */
+export function sortDaemons(daemons: readonly DaemonStatus[]): DaemonStatus[] {
+  return [...daemons]
+    .sort((a, b) => a.host.localeCompare(b.host) || a.name.localeCompare(b.name) || a.pid - b.pid)
+    .map((d) => ({ ...d, applications: [...d.applications].sort((x, y) => Number(x.file !== null) - Number(y.file !== null) || x.name.localeCompare(y.name)) }));
+}
+
+const PS_COLUMNS: Column[] = [
+  { header: 'HOST' },
+  { header: 'PID', align: 'right' },
+  { header: 'DAEMON' },
+  { header: 'UPTIME', align: 'right' },
+  { header: 'RESTARTS', align: 'right' },
+  { header: 'CPU', align: 'right' },
+  { header: 'RSS', align: 'right' },
+  { header: 'APPLICATION' },
+  { header: 'STATE' },
+  { header: 'RECEIVED', align: 'right' },
+  { header: 'HANDLED', align: 'right' },
+  { header: 'FAILED', align: 'right' },
+  { header: 'GROUPS' },
+];
+
+/**
+ * The `ps` table: one row per application; the daemon's columns are filled on its first
+ * row only. Failed applications' errors follow the table.
+ */
+export function psTable(daemons: readonly DaemonStatus[]): string {
+  const rows: string[][] = [];
+  const notes: string[] = [];
+  for (const d of sortDaemons(daemons)) {
+    const head = [d.host, n(d.pid), d.name, duration(d.uptime), n(d.restarts), percent(d.cpu), bytes(d.memory)];
+    const apps = d.applications.length > 0 ? d.applications : [undefined];
+    apps.forEach((a, i) => {
+      const left = i === 0 ? head : head.map(() => '');
+      if (!a) rows.push([...left, '-', '-', '', '', '', '']);
+      else rows.push([...left, a.name, a.state, n(a.counts.received), n(a.counts.handled), n(a.counts.failed), a.groups.join(',')]);
+      if (a?.error !== undefined) notes.push(`${a.name} in ${d.name}:${n(d.pid)}@${d.host} failed: ${a.error}`);
+    });
+  }
+  return table(PS_COLUMNS, rows) + notes.map((s) => `${s}\n`).join('');
+}
+
+const APP_COLUMNS: Column[] = [
+  { header: 'APPLICATION' },
+  { header: 'STATE' },
+  { header: 'RECEIVED', align: 'right' },
+  { header: 'HANDLED', align: 'right' },
+  { header: 'FAILED', align: 'right' },
+  { header: 'REJECTED', align: 'right' },
+  { header: 'DEAD', align: 'right' },
+  { header: 'UNHANDLED', align: 'right' },
+  { header: 'GROUPS' },
+  { header: 'FILE' },
+];
+
+/** The `status` view of one daemon: its process, then every application with all counts and queues. */
+export function statusBlock(d: DaemonStatus): string {
+  const [sorted] = sortDaemons([d]);
+  const s = sorted as DaemonStatus;
+  const lines = [
+    `${s.name}:${n(s.pid)}@${s.host}  postaged ${s.version}`,
+    `  started ${s.startedAt} (up ${duration(s.uptime)}), generation ${n(s.generation)}, restarts ${n(s.restarts)}${s.lastRestartReason ? ` (last: ${s.lastRestartReason})` : ''}`,
+    `  cpu ${percent(s.cpu)}, rss ${bytes(s.memory)}, plugins ${s.pluginDir}`,
+    '',
+  ];
+  const rows = s.applications.map((a) => [
+    a.name,
+    a.state,
+    n(a.counts.received),
+    n(a.counts.handled),
+    n(a.counts.failed),
+    n(a.counts.rejected),
+    n(a.counts.deadLettered),
+    n(a.counts.unhandled),
+    a.groups.join(',') || '-',
+    a.file ?? '(daemon)',
+  ]);
+  const queues = s.applications.map((a) => `  ${a.name}: ${a.queues.join(', ') || '-'}`);
+  const errors = s.applications.filter((a) => a.error !== undefined).map((a) => `  ${a.name} failed: ${a.error}`);
+  return (
+    lines.join('\n') +
+    table(APP_COLUMNS, rows)
+      .split('\n')
+      .map((l) => (l ? `  ${l}` : l))
+      .join('\n') +
+    `\n  queues:\n${queues.map((q) => `  ${q}`).join('\n')}\n` +
+    (errors.length > 0 ? `  errors:\n${errors.map((e) => `  ${e}`).join('\n')}\n` : '')
+  );
+}
