@@ -132,6 +132,11 @@ export class Connection extends EventEmitter {
     return this.closedReason !== undefined;
   }
 
+  /** Why the connection was closed (`quit`, `restart`, …), if it was. */
+  get closeReason(): string | undefined {
+    return this.closedReason;
+  }
+
   /** The URL in use, with its password hidden. */
   get displayUrl(): string {
     return redactUrl(this.urlInUse || this.urls[0] || '');

@@ -35,7 +35,7 @@ export class Publisher {
   }
 
   private getChannel(): Promise<ConfirmChannel> {
-    if (this.connection.closed) return Promise.reject(new ClosedError('connection', 'closed'));
+    if (this.connection.closed) return Promise.reject(new ClosedError('connection', this.connection.closeReason ?? 'closed'));
     if (!this.channel) {
       const opening = this.connection.createConfirmChannel().then((ch) => {
         // A channel error (e.g. publishing to a missing exchange) closes only this channel:

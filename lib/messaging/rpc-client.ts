@@ -59,7 +59,7 @@ export class RpcClient {
   }
 
   private getChannel(): Promise<Channel> {
-    if (this.connection.closed) return Promise.reject(new ClosedError('connection', 'closed'));
+    if (this.connection.closed) return Promise.reject(new ClosedError('connection', this.connection.closeReason ?? 'closed'));
     if (!this.channel) {
       const opening = (async () => {
         const ch = await this.connection.createChannel();
