@@ -19,7 +19,7 @@ const cases: Array<[string, number, number, number, RegExp]> = [
   ['[1, 2', 5, 1, 6, /end of input/],
   ['{"a": 1}}', 8, 1, 9, /after the JSON value/],
   ['', 0, 1, 1, /empty input/],
-  ['{\n  "a": 1,\n  "b": [1,, 2]\n}', 21, 3, 10, /JSON value was expected/],
+  ['{\n  "a": 1,\n  "b": [1,, 2]\n}', 22, 3, 11, /JSON value was expected/],
   ['"unterminated', 13, 1, 14, /unterminated string/],
   ['01', 1, 1, 2, /after the JSON value/],
 ];
@@ -37,8 +37,8 @@ for (const [text, position, line, column, reason] of cases) {
 test('an invalid parameter is a usage error (exit 2) naming source, line, column and position, with a caret', (t) => {
   const err = t.throws(() => parseJsonParameters('{\n "x": [1,]\n}', 'file p.json'), { instanceOf: CliError });
   t.is(err?.exitCode, ExitCode.USAGE);
-  t.regex(err?.message ?? '', /^invalid JSON parameters \(file p\.json\) at line 2, column 11 \(position 12\): trailing comma before "\]"/);
-  t.true(err?.message.includes('\n   "x": [1,]\n            ^'));
+  t.regex(err?.message ?? '', /^invalid JSON parameters \(file p\.json\) at line 2, column 10 \(position 11\): trailing comma before "\]"/);
+  t.true(err?.message.includes('\n   "x": [1,]\n           ^'));
 });
 
 test('an unquoted string gets a hint to quote it', (t) => {
