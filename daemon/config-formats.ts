@@ -1,0 +1,109 @@
+/**
+ * The value formats of the daemon's configuration schema (daemon/config.ts). Each one
+ * validates and, for values that arrive as strings (environment, command line), coerces;
+ * a string that does not parse is kept as it is, so that the error shows what was given.
+ */
+import convict from 'convict';
+import { checkName, redactUrl } from 'postage';
+
+function assert(ok: boolean, message: string): asserts ok {
+  if (!ok) throw new Error(message);
+}
+
+const TRUE = new Set(['true', '1', 'yes', 'on']);
+const FALSE = new Set(['false', '0', 'no', 'off']);
+
+function listOf(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+/** Names used in addresses: no `@ # / :` and no spaces (lib/application/addressing.ts). */
+export function isName(value: unknown): boolean {
+  if (typeof value !== 'string') return false;
+  try {
+    checkName('name', value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const formats = {
+  'postaged-ms': {
+    validate(x: unknown) {
+      assert(Number.isInteger(x) && (x as number) >= 0, 'must be a whole number of milliseconds (0 or more)');
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
+  'postaged-positive-int': {
+    validate(x: unknown) {
+      assert(Number.isInteger(x) && (x as number) > 0, 'must be a whole number greater than 0');
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
+  'postaged-port': {
+    validate(x: unknown) {
+      assert(Number.isInteger(x) && (x as number) > 0 && (x as number) <= 65535, 'must be a port number from 1 to 65535');
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
+  'postaged-bool': {
+    validate(x: unknown) {
+      assert(typeof x === 'boolean', 'must be true or false');
+    },
+    coerce(s: string): unknown {
+      const v = s.trim().toLowerCase();
+      if (TRUE.has(v)) return true;
+      if (FALSE.has(v)) return false;
+      return s;
+    },
+  },
+  'postaged-name': {
+    validate(x: unknown) {
+      assert(isName(x), 'must be a non-empty name without "@", "#", "/", ":" or spaces');
+    },
+  },
+  'postaged-host': {
+    validate(x: unknown) {
+      assert(x === '' || isName(x), 'must be empty (the OS host name) or a name without "@", "#", "/", ":" or spaces');
+    },
+  },
+  'postaged-path': {
+    validate(x: unknown) {
+      assert(typeof x === 'string' && x.trim() !== '', 'must be a non-empty path');
+    },
+  },
+  'postaged-string': {
+    validate(x: unknown) {
+      assert(typeof x === 'string', 'must be a string');
+    },
+  },
+  'postaged-host-list': {
+    validate(x: unknown) {
+      assert(Array.isArray(x) && x.length > 0 && x.every((h) => typeof h === 'string' && h !== '' && !/\s/.test(h)), 'must be a non-empty list of host names (host or host:port)');
+    },
+    coerce: listOf,
+  },
+  'postaged-url-list': {
+    validate(x: unknown) {
+      assert(Array.isArray(x), 'must be a list of amqp:// or amqps:// URLs');
+      for (const url of x as unknown[]) {
+        // The URL itself is never echoed: it may hold a password.
+        assert(typeof url === 'string' && /^amqps?:\/\/[^\s]+$/.test(url), `must be a list of amqp:// or amqps:// URLs (bad entry: ${typeof url === 'string' ? redactUrl(url) : typeof url})`);
+      }
+    },
+    coerce: listOf,
+  },
+};
+
+let registered = false;
+
+/** Registers the formats with convict (once per process). @internal */
+export function registerFormats(): void {
+  if (registered) return;
+  registered = true;
+  convict.addFormats(formats as unknown as Parameters<typeof convict.addFormats>[0]);
+}

@@ -1,0 +1,460 @@
+/**
+ * The daemon's configuration: one convict schema, the single source of truth for every key,
+ * its default, its environment variable and its command-line flag (docs/config.md is
+ * generated from it). Layers, lowest first: defaults < config file (`--config`) <
+ * environment < command line. Loaded once, validated strictly, then frozen.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import convict from 'convict';
+import { redactUrl } from 'postage';
+import { isName, registerFormats } from './config-formats.js';
+import { parseJsonc } from './jsonc.js';
+
+/** Per-application options, under `apps.<name>` (name = the plugin's application name or file base name). */
+export interface AppConfig {
+  /** Default: true. A disabled plugin is not started (shown as `stopped`). */
+  enabled?: boolean;
+  /** Groups joined at start; replace the plugin's `static groups`. */
+  groups?: string[];
+  /** Free options handed to the application as `settings`. */
+  settings?: Record<string, unknown>;
+  /** Overrides `defaults.prefetch` for this application. */
+  prefetch?: number;
+  /** Overrides `defaults.concurrency` for this application. */
+  concurrency?: number;
+}
+
+export interface DaemonConfig {
+  name: string;
+  host: string;
+  pluginDir: string;
+  watch: boolean;
+  watchDebounce: number;
+  startTimeout: number;
+  drainTimeout: number;
+  shutdownTimeout: number;
+  restart: { dedupeWindow: number };
+  log: { level: 'error' | 'warn' | 'info' | 'debug'; format: 'auto' | 'json' | 'pretty' };
+  broker: { url: string[]; hosts: string[]; port: number; vhost: string; user: string; password: string; heartbeat: number; connectAttempts: number };
+  defaults: { prefetch: number; concurrency: number };
+  topology: { mode: 'durable' | 'postage'; sharedQueueExpires: number; uniqueQueueExpires: number; quorum: boolean };
+  apps: Record<string, AppConfig>;
+}
+
+/** The schema. Every key has `doc`, `default` and `format`; `env` and `arg` where useful. */
+export const schema = {
+  name: {
+    doc: "Name of the daemon's own application (answers ping, status, quit, restart).",
+    format: 'postaged-name',
+    default: 'postaged',
+    env: 'POSTAGED_NAME',
+    arg: 'name',
+  },
+  host: {
+    doc: 'Host name used in addresses (`@H`, `N@H`, `P@H`). Empty: the OS host name.',
+    format: 'postaged-host',
+    default: '',
+    env: 'POSTAGE_HOSTNAME',
+    arg: 'host',
+  },
+  pluginDir: {
+    doc: 'Folder of plugin modules (.js, .mjs, .cjs, .ts), relative to the working directory.',
+    format: 'postaged-path',
+    default: 'plugins',
+    env: 'POSTAGED_PLUGINS',
+    arg: 'plugins',
+  },
+  watch: {
+    doc: 'Watch the plugin folder: a new module starts live, a changed one triggers a graceful restart, a removed one stops.',
+    format: 'postaged-bool',
+    default: true,
+    env: 'POSTAGED_WATCH',
+    arg: 'watch',
+  },
+  watchDebounce: {
+    doc: 'Milliseconds of quiet after the last change before the restart (saving ten files restarts once).',
+    format: 'postaged-ms',
+    default: 300,
+    env: 'POSTAGED_WATCH_DEBOUNCE',
+  },
+  startTimeout: {
+    doc: "Milliseconds an application's create() may take before it is marked failed.",
+    format: 'postaged-ms',
+    default: 10_000,
+    env: 'POSTAGED_START_TIMEOUT',
+  },
+  drainTimeout: {
+    doc: 'Milliseconds a stopping application waits for its in-flight handlers (logged when it expires).',
+    format: 'postaged-ms',
+    default: 10_000,
+    env: 'POSTAGED_DRAIN_TIMEOUT',
+    arg: 'drain-timeout',
+  },
+  shutdownTimeout: {
+    doc: 'Milliseconds a quit or restart may take in all; then a watchdog names what is still open and exits 1. Must exceed drainTimeout.',
+    format: 'postaged-ms',
+    default: 20_000,
+    env: 'POSTAGED_SHUTDOWN_TIMEOUT',
+  },
+  restart: {
+    dedupeWindow: {
+      doc: 'Milliseconds a restart command id is remembered (across re-execs) so that each command restarts once.',
+      format: 'postaged-ms',
+      default: 600_000,
+      env: 'POSTAGED_RESTART_DEDUPE_WINDOW',
+    },
+  },
+  log: {
+    level: {
+      doc: 'Log level.',
+      format: ['error', 'warn', 'info', 'debug'],
+      default: 'info',
+      env: 'POSTAGED_LOG_LEVEL',
+      arg: 'log-level',
+    },
+    format: {
+      doc: '`json` (one object per line), `pretty` (readable), or `auto`: pretty on a terminal, JSON otherwise.',
+      format: ['auto', 'json', 'pretty'],
+      default: 'auto',
+      env: 'POSTAGED_LOG_FORMAT',
+      arg: 'log-format',
+    },
+  },
+  broker: {
+    url: {
+      doc: 'AMQP URL, or a comma-separated list to fail over; when set it wins over hosts, port, vhost, user and password. Never printed with its password.',
+      format: 'postaged-url-list',
+      default: [] as string[],
+      env: 'POSTAGE_URL',
+      sensitive: true,
+    },
+    hosts: {
+      doc: 'Broker host (or host:port), or a comma-separated list to fail over.',
+      format: 'postaged-host-list',
+      default: ['127.0.0.1'],
+      env: 'POSTAGE_HOST',
+    },
+    port: {
+      doc: 'Broker port.',
+      format: 'postaged-port',
+      default: 5672,
+      env: 'POSTAGE_PORT',
+    },
+    vhost: {
+      doc: 'RabbitMQ virtual host.',
+      format: 'postaged-string',
+      default: '/',
+      env: 'POSTAGE_VHOST',
+      arg: 'vhost',
+    },
+    user: {
+      doc: 'Broker user (the deprecated POSTAGE_RMQ_USER is still read, with a warning).',
+      format: 'postaged-string',
+      default: 'guest',
+      env: 'POSTAGE_USER',
+    },
+    password: {
+      doc: 'Broker password (the deprecated POSTAGE_RMQ_PASSWORD is still read, with a warning). Never printed.',
+      format: 'postaged-string',
+      default: 'guest',
+      env: 'POSTAGE_PASSWORD',
+      sensitive: true,
+    },
+    heartbeat: {
+      doc: 'AMQP heartbeat in seconds.',
+      format: 'postaged-positive-int',
+      default: 10,
+      env: 'POSTAGED_HEARTBEAT',
+    },
+    connectAttempts: {
+      doc: 'Attempts over the URL list before giving up at start (exit 69), with backoff up to 5 s.',
+      format: 'postaged-positive-int',
+      default: 10,
+      env: 'POSTAGED_CONNECT_ATTEMPTS',
+    },
+  },
+  defaults: {
+    prefetch: {
+      doc: 'Broker prefetch per application (apps.<name>.prefetch overrides it).',
+      format: 'postaged-positive-int',
+      default: 50,
+      env: 'POSTAGED_PREFETCH',
+    },
+    concurrency: {
+      doc: 'Messages an application handles at once (apps.<name>.concurrency overrides it).',
+      format: 'postaged-positive-int',
+      default: 1,
+      env: 'POSTAGED_CONCURRENCY',
+    },
+  },
+  topology: {
+    mode: {
+      doc: '`durable`: queues survive restarts (durable, expiring, dead-lettered); `postage`: Python Postage 1.2.1 flags, to share queues with Python components.',
+      format: ['durable', 'postage'],
+      default: 'durable',
+      env: 'POSTAGED_TOPOLOGY',
+    },
+    sharedQueueExpires: {
+      doc: 'Milliseconds an unused shared queue (N, N@H, N#G) lives on (durable mode).',
+      format: 'postaged-positive-int',
+      default: 7 * 24 * 3600 * 1000,
+      env: 'POSTAGED_SHARED_QUEUE_EXPIRES',
+    },
+    uniqueQueueExpires: {
+      doc: "Milliseconds an application's own queue lives on after its process is gone; it outlives a re-exec (durable mode).",
+      format: 'postaged-positive-int',
+      default: 60_000,
+      env: 'POSTAGED_UNIQUE_QUEUE_EXPIRES',
+    },
+    quorum: {
+      doc: 'Declare shared queues as quorum queues (replicated on a cluster).',
+      format: 'postaged-bool',
+      default: false,
+      env: 'POSTAGED_QUORUM',
+    },
+  },
+  apps: {
+    doc: 'Per-application options by application name: `{ "<name>": { "enabled", "groups", "settings", "prefetch", "concurrency" } }`.',
+    format: Object,
+    default: {} as Record<string, AppConfig>,
+  },
+};
+
+/** Keys of the secrets, redacted everywhere they could be printed. */
+export const SECRET_KEYS = ['broker.password', 'broker.url'] as const;
+
+/** A configuration error: names the key, the value (unless secret) and where it came from. Exit 78. */
+export class ConfigError extends Error {
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super(message);
+    this.name = 'ConfigError';
+    this.key = key;
+  }
+}
+
+/** Where each key's value came from. */
+export type Source = 'default' | 'file' | 'env' | 'argv';
+
+export interface LoadedConfig {
+  config: Readonly<DaemonConfig>;
+  /** Absolute path of the config file, if one was given. */
+  configFile: string | null;
+  /** Source of every leaf key. */
+  sources: Record<string, Source>;
+  /** Deprecation warnings to log once the logger exists. */
+  warnings: string[];
+}
+
+export interface LoadOptions {
+  /** Config file (`--config`, else `POSTAGED_CONFIG`). */
+  configFile?: string | undefined;
+  /** Overrides from the command line, by schema key. */
+  argv?: Record<string, string | boolean>;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Every leaf of the schema with its dotted key. */
+export function schemaEntries(): Array<{ key: string; item: SchemaItem }> {
+  const out: Array<{ key: string; item: SchemaItem }> = [];
+  const walk = (node: Record<string, unknown>, prefix: string): void => {
+    for (const [k, v] of Object.entries(node)) {
+      const key = prefix ? `${prefix}.${k}` : k;
+      if (v && typeof v === 'object' && 'default' in v) out.push({ key, item: v as SchemaItem });
+      else walk(v as Record<string, unknown>, key);
+    }
+  };
+  walk(schema, '');
+  return out;
+}
+
+export interface SchemaItem {
+  doc: string;
+  format: unknown;
+  default: unknown;
+  env?: string;
+  arg?: string;
+  sensitive?: boolean;
+}
+
+function readFileLayer(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError('--config', code === 'ENOENT' ? `config file not found: ${file}` : `cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  let data: unknown;
+  try {
+    data = parseJsonc(text);
+  } catch (err) {
+    throw new ConfigError('--config', `config file ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new ConfigError('--config', `config file ${file} must hold a JSON object`);
+  return data as Record<string, unknown>;
+}
+
+function has(obj: Record<string, unknown>, dotted: string): boolean {
+  let node: unknown = obj;
+  for (const part of dotted.split('.')) {
+    if (node === null || typeof node !== 'object' || !Object.prototype.hasOwnProperty.call(node, part)) return false;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return true;
+}
+
+function describe(value: unknown): string {
+  const s = JSON.stringify(value) ?? String(value);
+  return s.length > 120 ? `${s.slice(0, 117)}...` : s;
+}
+
+/** Deprecated environment names, mapped before convict reads the environment. */
+function withDeprecatedEnv(env: NodeJS.ProcessEnv, warnings: string[]): NodeJS.ProcessEnv {
+  const out = { ...env };
+  for (const [old, current] of [
+    ['POSTAGE_RMQ_USER', 'POSTAGE_USER'],
+    ['POSTAGE_RMQ_PASSWORD', 'POSTAGE_PASSWORD'],
+  ] as const) {
+    if (out[old] !== undefined && out[current] === undefined) {
+      out[current] = out[old];
+      warnings.push(`${old} is deprecated: use ${current}`);
+    }
+  }
+  return out;
+}
+
+/**
+ * Loads the configuration: defaults < file < environment < command line, validated strictly.
+ * Throws `ConfigError` naming the key and the value (secrets excepted).
+ */
+export function loadConfig(options: LoadOptions = {}): LoadedConfig {
+  registerFormats();
+  const warnings: string[] = [];
+  const env = withDeprecatedEnv(options.env ?? process.env, warnings);
+  const entries = schemaEntries();
+  // Convict reads the environment itself; the command line is applied by `set` below, after
+  // the file, because convict's own argv parser turns "007" into 7.
+  const conf = convict<DaemonConfig>(schema as unknown as convict.Schema<DaemonConfig>, { env, args: [] });
+  const configFile = options.configFile ? path.resolve(options.configFile) : null;
+  let fileData: Record<string, unknown> = {};
+  if (configFile) {
+    fileData = readFileLayer(configFile);
+    conf.load(fileData);
+  }
+  const sources: Record<string, Source> = {};
+  for (const { key, item } of entries) {
+    sources[key] = item.env && env[item.env] !== undefined ? 'env' : has(fileData, key) ? 'file' : 'default';
+  }
+  for (const [key, value] of Object.entries(options.argv ?? {})) {
+    conf.set(key, typeof value === 'boolean' ? String(value) : value);
+    sources[key] = 'argv';
+  }
+  validate(conf, entries, sources);
+  const config = conf.getProperties();
+  validateApps(config.apps);
+  if (config.shutdownTimeout <= config.drainTimeout) {
+    throw new ConfigError('shutdownTimeout', `shutdownTimeout: must be greater than drainTimeout (${config.drainTimeout}), so that drains can finish before the watchdog fires (value ${config.shutdownTimeout})`);
+  }
+  return { config: deepFreeze(config), configFile, sources, warnings };
+}
+
+function validate(conf: convict.Config<DaemonConfig>, entries: Array<{ key: string; item: SchemaItem }>, sources: Record<string, Source>): void {
+  try {
+    conf.validate({ allowed: 'strict' });
+  } catch (err) {
+    const secret = new Set(SECRET_KEYS as readonly string[]);
+    const instance = conf.getProperties() as unknown as Record<string, unknown>;
+    const lines = String((err as Error).message)
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((line) => {
+        const undeclared = /^configuration param '([^']+)' not declared in the schema$/.exec(line);
+        if (undeclared) {
+          const key = undeclared[1] ?? '';
+          const suggestion = entries.find((e) => e.key.toLowerCase() === key.toLowerCase() || e.key.endsWith(`.${key}`));
+          return {
+            key,
+            text: `${key}: unknown key (value ${describe(lookup(instance, key))})${suggestion ? `; did you mean ${suggestion.key}?` : ''}`,
+          };
+        }
+        const key = line.split(':')[0] ?? '';
+        const known = entries.find((e) => e.key === key);
+        const from = known ? ` [from ${sources[key] === 'env' ? `env ${known.item.env}` : sources[key] === 'argv' ? `--${known.item.arg}` : sources[key]}]` : '';
+        const text = secret.has(key) ? line.replace(/: value was .*$/, '') : line.replace(/: value was (.*)$/, (_m, v: string) => ` (value ${v})`);
+        return { key, text: `${text}${from}` };
+      });
+    const first = lines[0];
+    throw new ConfigError(first?.key ?? 'config', lines.map((l) => l.text).join('\n'));
+  }
+}
+
+function lookup(obj: Record<string, unknown>, dotted: string): unknown {
+  let node: unknown = obj;
+  for (const part of dotted.split('.')) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, unknown>)[part];
+  }
+  return node;
+}
+
+const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency']);
+
+function validateApps(apps: Record<string, unknown>): void {
+  for (const [name, options] of Object.entries(apps)) {
+    const at = `apps.${name}`;
+    if (!isName(name)) throw new ConfigError(at, `${at}: application names may not be empty or contain "@", "#", "/", ":" or spaces`);
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new ConfigError(at, `${at}: must be an object (value ${describe(options)})`);
+    for (const [k, v] of Object.entries(options)) {
+      const key = `${at}.${k}`;
+      if (!APP_KEYS.has(k)) throw new ConfigError(key, `${key}: unknown key (value ${describe(v)}); known keys: ${[...APP_KEYS].join(', ')}`);
+      const bad = (why: string): never => {
+        throw new ConfigError(key, `${key}: ${why} (value ${describe(v)})`);
+      };
+      if (k === 'enabled' && typeof v !== 'boolean') bad('must be true or false');
+      if (k === 'groups' && !(Array.isArray(v) && v.every(isName))) bad('must be a list of group names without "@", "#", "/", ":" or spaces');
+      if (k === 'settings' && (v === null || typeof v !== 'object' || Array.isArray(v))) bad('must be an object');
+      if ((k === 'prefetch' || k === 'concurrency') && !(Number.isInteger(v) && (v as number) > 0)) bad('must be a whole number greater than 0');
+    }
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** The configuration with every secret replaced (for `--print-config` and logs). */
+export function redactConfig(config: Readonly<DaemonConfig>): DaemonConfig {
+  const copy = JSON.parse(JSON.stringify(config)) as DaemonConfig;
+  copy.broker.password = '***';
+  copy.broker.url = copy.broker.url.map(redactUrl);
+  return copy;
+}
+
+/** Every secret string in the configuration, raw and URL-encoded, for log scrubbing. */
+export function secretsOf(config: Readonly<DaemonConfig>): string[] {
+  const secrets = new Set<string>();
+  const add = (s: string): void => {
+    if (s.length < 3) return; // scrubbing "a" would mangle every log line
+    secrets.add(s);
+    secrets.add(encodeURIComponent(s));
+  };
+  if (config.broker.password !== 'guest') add(config.broker.password);
+  for (const url of config.broker.url) {
+    try {
+      const u = new URL(url);
+      if (u.password) {
+        add(u.password);
+        add(decodeURIComponent(u.password));
+      }
+    } catch {
+      // Not parseable: the format check already refused it.
+    }
+  }
+  return [...secrets];
+}

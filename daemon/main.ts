@@ -1,0 +1,140 @@
+/**
+ * `postaged`: the process around the daemon. Owns argv, signals, exit codes and re-exec;
+ * nothing else in the project touches the process.
+ *
+ * Exit codes: 0 stopped cleanly (quit, SIGTERM, SIGINT); 1 forced (second signal, watchdog)
+ * or failed; 69 broker unreachable at start; 78 configuration error (command line, file,
+ * environment). systemd's `RestartPreventExitStatus=78` keeps a bad config from looping.
+ */
+import fs from 'node:fs';
+import { parseCommandLine, helpText } from './argv.js';
+import { ConfigError, loadConfig, redactConfig, secretsOf, type LoadedConfig } from './config.js';
+import { Daemon, type Outcome } from './daemon.js';
+import { createLogger, flushLogs } from './logger.js';
+import { installPluginResolution } from './plugin-resolution.js';
+import { execMechanism, reExec } from './re-exec.js';
+import { RestartState, STATE_ENV } from './restart-state.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_UNAVAILABLE = 69;
+export const EXIT_CONFIG = 78;
+
+function version(): string {
+  const file = new URL(import.meta.resolve('postage/package.json'));
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
+}
+
+function configError(err: ConfigError): never {
+  process.stderr.write(`postaged: configuration error (exit ${EXIT_CONFIG}): ${err.message}\n`);
+  process.exit(EXIT_CONFIG);
+}
+
+function load(argv: readonly string[], env: NodeJS.ProcessEnv): { loaded: LoadedConfig; printConfig: boolean } {
+  const line = parseCommandLine(argv);
+  if (line.help) {
+    process.stdout.write(helpText(version()));
+    process.exit(EXIT_OK);
+  }
+  if (line.version) {
+    process.stdout.write(`${version()}\n`);
+    process.exit(EXIT_OK);
+  }
+  const loaded = loadConfig({ configFile: line.configFile ?? env['POSTAGED_CONFIG'], argv: line.overrides, env });
+  return { loaded, printConfig: line.printConfig };
+}
+
+/** Runs the daemon until it exits or re-execs. */
+export async function main(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  let daemon: Daemon | undefined;
+  let stopSignals = 0;
+  // Installed before anything else: as PID 1 (a container) an unhandled SIGTERM is ignored.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (signal === 'SIGHUP') {
+      // Reload: a graceful in-place restart (systemd's ExecReload sends it).
+      void daemon?.restart('SIGHUP');
+      return;
+    }
+    stopSignals++;
+    if (!daemon) process.exit(EXIT_OK); // nothing opened yet
+    if (stopSignals > 1) {
+      process.stderr.write(`postaged: second signal (${signal}): forcing exit; still open: ${daemon.openResources().join('; ') || 'nothing'}\n`);
+      process.exit(EXIT_FAILURE);
+    }
+    void daemon.stop(signal, 'shutdown');
+  };
+  for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(s, onSignal);
+
+  let loaded: LoadedConfig;
+  let printConfig: boolean;
+  try {
+    ({ loaded, printConfig } = load(argv, env));
+  } catch (err) {
+    if (err instanceof ConfigError) configError(err);
+    throw err;
+  }
+  const { config } = loaded;
+  if (printConfig) {
+    process.stdout.write(`${JSON.stringify(redactConfig(config), null, 2)}\n`);
+    process.exit(EXIT_OK);
+  }
+  try {
+    if (!fs.statSync(config.pluginDir).isDirectory()) throw new Error('not a folder');
+  } catch (err) {
+    configError(new ConfigError('pluginDir', `pluginDir: plugin folder ${JSON.stringify(config.pluginDir)} cannot be used (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`));
+  }
+
+  const state = RestartState.fromEnv(env[STATE_ENV], config.restart.dedupeWindow);
+  delete env[STATE_ENV]; // not for the plugins' child processes; set again before an exec
+  if (config.host) env['POSTAGE_HOSTNAME'] = config.host; // fingerprints of plugin producers agree with addresses
+  const logger = createLogger({ level: config.log.level, format: config.log.format, secrets: secretsOf(config), ...(config.host ? { host: config.host } : {}) });
+  const log = logger.child({ app: config.name });
+  for (const w of loaded.warnings) log.warn(w);
+  if (state.problem) log.warn(state.problem);
+  process.setSourceMapsEnabled(true); // plugin stack traces point at their .ts lines
+  process.on('unhandledRejection', (reason) => {
+    // A plugin's forgotten promise must not take every other plugin down with it.
+    log.error('unhandled promise rejection', { reason: reason instanceof Error ? reason.stack : String(reason) });
+  });
+  process.on('uncaughtException', (err) => {
+    log.error('uncaught exception: exiting', { reason: err.stack ?? String(err) });
+    void flushLogs().then(() => process.exit(EXIT_FAILURE));
+  });
+
+  const finish = (outcome: Outcome): void => {
+    void (async () => {
+      await flushLogs();
+      if (outcome.kind === 'exit') process.exit(outcome.code);
+      env[STATE_ENV] = outcome.state;
+      try {
+        reExec();
+      } catch (err) {
+        log.error('re-exec failed: exiting', { reason: (err as Error).message, mechanism: execMechanism() });
+        await flushLogs();
+        process.exit(EXIT_FAILURE);
+      }
+    })();
+  };
+
+  installPluginResolution();
+  daemon = new Daemon({ config, logger, state, version: version(), finish });
+  log.info('postaged starting', {
+    version: version(),
+    generation: state.generation,
+    configFile: loaded.configFile,
+    pluginDir: daemon.pluginDir,
+    broker: config.broker.url.length > 0 ? '(url)' : `${config.broker.hosts.join(',')}:${config.broker.port}`,
+    vhost: config.broker.url.length > 0 ? undefined : config.broker.vhost,
+    node: process.version,
+    exec: execMechanism(),
+  });
+  try {
+    await daemon.start();
+  } catch (err) {
+    if (daemon.phase !== 'starting') return; // a stop or restart interrupted the start
+    const code = (err as { code?: string }).code === 'POSTAGE_ERR_BROKER_UNREACHABLE' ? EXIT_UNAVAILABLE : EXIT_FAILURE;
+    log.error('postaged could not start', { reason: (err as Error).message, exitCode: code });
+    await flushLogs();
+    process.exit(code);
+  }
+}
