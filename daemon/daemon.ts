@@ -33,7 +33,9 @@ interface PidUsage {
   cpu: number;
   memory: number;
 }
-const pidusage = createRequire(import.meta.url)('pidusage') as (pid: number) => Promise<PidUsage>;
+const pidusageOf = createRequire(import.meta.url)('pidusage') as (pid: number, options: { maxage: number }) => Promise<PidUsage>;
+/** CPU percent is measured between two calls; the history is kept an hour (pidusage's default is a minute). */
+const pidusage = (pid: number): Promise<PidUsage> => pidusageOf(pid, { maxage: 3600_000 });
 
 /** The broker options of the configuration, as the library takes them. */
 export function connectionOptions(config: Readonly<DaemonConfig>, host: string, logger: Logger): ConnectionOptions {
@@ -104,6 +106,8 @@ export class Daemon {
     }
     if (this.phase !== 'starting') return;
     this.phase = 'running';
+    // The first measure sets pidusage's baseline: the first `status` then shows CPU since start.
+    void pidusage(process.pid).catch(() => undefined);
     const apps = host.status();
     this.log.info('postaged ready', {
       generation: state.generation,

@@ -42,7 +42,8 @@ export function reExec(command: readonly string[] = currentCommand()): never {
   const execve = (process as unknown as { execve?: ExecVe }).execve;
   const [file, ...rest] = command;
   if (!file) throw new Error('re-exec: empty command');
-  if (typeof execve === 'function') return execve.call(process, file, [file, ...rest], process.env);
+  // execve keeps argv[0] as it was (e.g. `node` from a shebang); the shell form names the binary.
+  if (typeof execve === 'function') return execve.call(process, file, [process.argv0 || file, ...rest], process.env);
   // kexec is CommonJS and native: loaded only when needed.
   const kexec = createRequire(import.meta.url)('@jcoreio/kexec') as (command: string) => void;
   kexec(execScript(command));

@@ -1,0 +1,145 @@
+/**
+ * postaged's plugins, on a real broker with the real binary: folders outside the project,
+ * every module kind, broken plugins, hot-load, changed and removed files.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { ExecutionContext } from 'ava';
+import type { MessageResult } from 'postage';
+import { brokerTest, freshVhost } from '../helpers/broker.js';
+import { controlProducer, FIXTURES, pluginFolder, ROOT, startDaemon } from '../helpers/spawn.js';
+import { sleep, waitFor } from '../helpers/wait-for.js';
+
+type Status = { generation: number; applications: Array<{ name: string; file: string | null; state: string; error?: string }> };
+
+async function rpc(t: ExecutionContext, connection: Parameters<typeof controlProducer>[0], key: string, command: string, parameters: unknown = {}, timeout = 5): Promise<MessageResult> {
+  const result = await controlProducer(connection).rpcCommand(command, parameters, { _key: key, _timeout: timeout, _max_retry: 0 });
+  t.log(`${command} -> ${key}: ${JSON.stringify(result.body.content)}`);
+  return result;
+}
+
+async function status(t: ExecutionContext, connection: Parameters<typeof controlProducer>[0]): Promise<Status> {
+  const result = await rpc(t, connection, 'postaged', 'status');
+  if (!result.ok) throw new Error(`status failed: ${result.message}`);
+  return result.value as Status;
+}
+
+brokerTest('a folder outside the project: a .ts plugin with decorators, an .mjs and a .cjs plugin get the daemon’s own postage', async (t) => {
+  const { url, connection } = await freshVhost(t, 'postaged-plugins');
+  const dir = pluginFolder(t, ['echo-ts.ts', '_helper.ts', 'echo-mjs.mjs', 'echo-cjs.cjs']);
+  t.false(dir.startsWith(ROOT), 'the plugin folder is outside the project');
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir] });
+
+  const ts = await rpc(t, connection, 'echo-ts/rr', 'echo', { text: 'hi' });
+  t.true(ts.ok);
+  t.deepEqual(ts.value, { text: 'HI!', from: 'echo-ts' }, 'decorators registered the handler; the relative .ts import works');
+  const mjs = await rpc(t, connection, 'echo-mjs/rr', 'echo', { text: 'hi' });
+  t.deepEqual(mjs.value, { text: 'hi', from: 'echo-mjs' });
+  const cjs = await rpc(t, connection, 'echo-cjs/rr', 'echo', { text: 'hi' });
+  t.deepEqual(cjs.value, { text: 'hi', from: 'echo-cjs' });
+
+  const identity = await rpc(t, connection, 'echo-ts/rr', 'identity');
+  t.is((identity.value as { postageUrl: string }).postageUrl, pathToFileURL(path.join(ROOT, 'dist', 'lib', 'index.js')).href, "'postage' resolved to the daemon's own copy");
+  t.deepEqual(
+    daemon.find((l) => /another copy of postage/.test(l.message)),
+    [],
+    'the loader found every class extends the very GenericApplication the daemon runs (===)',
+  );
+  const s = await status(t, connection);
+  t.deepEqual(s.applications.map((a) => `${a.name}:${a.state}`).sort(), ['echo-cjs:running', 'echo-mjs:running', 'echo-ts:running', 'postaged:running']);
+  t.false(s.applications.some((a) => a.name === '_helper'), 'files starting with _ are not plugins');
+});
+
+brokerTest('broken plugins are reported with file and reason; the good ones answer', async (t) => {
+  const { url, connection } = await freshVhost(t, 'postaged-broken');
+  const broken = ['bad-export.mjs', 'throws-on-import.mjs', 'syntax-error.js', 'throws-in-create.mjs', 'dup-a.mjs', 'dup-b.mjs'];
+  const dir = pluginFolder(t, ['echo-mjs.mjs', ...broken]);
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir] });
+
+  const echo = await rpc(t, connection, 'echo-mjs/rr', 'echo', { text: 'still here' });
+  t.deepEqual(echo.value, { text: 'still here', from: 'echo-mjs' });
+  const dup = await rpc(t, connection, 'dup/rr', 'who');
+  t.is(dup.value, 'dup-a', 'the first plugin with a name is kept');
+
+  const s = await status(t, connection);
+  const byFile = (f: string) => s.applications.find((a) => a.file === path.join(dir, f));
+  const expect: Record<string, RegExp> = {
+    'bad-export.mjs': /does not extend GenericApplication/,
+    'throws-on-import.mjs': /boom at import time/,
+    'syntax-error.js': /SyntaxError/,
+    'throws-in-create.mjs': /create\(\) failed: cannot create: database unreachable/,
+    'dup-b.mjs': /duplicate application name "dup": already used by .*dup-a\.mjs/,
+  };
+  for (const [file, reason] of Object.entries(expect)) {
+    const app = byFile(file);
+    t.is(app?.state, 'failed', `${file} is shown as failed`);
+    t.regex(app?.error ?? '', reason, `${file}: reason`);
+    t.true(
+      daemon.lines.some((l) => l.level === 'error' && l['file'] === path.join(dir, file) && reason.test(String(l['reason']))),
+      `${file}: an error line names the file and the reason`,
+    );
+  }
+  t.is(byFile('dup-a.mjs')?.state, 'running');
+  t.is(byFile('echo-mjs.mjs')?.state, 'running');
+});
+
+brokerTest('hot-load: a plugin copied into the watched folder answers ping within a second', async (t) => {
+  const { url, connection } = await freshVhost(t, 'postaged-hotload');
+  const dir = pluginFolder(t, ['echo-mjs.mjs']);
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir] });
+  const before = await rpc(t, connection, 'echo-mjs/rr', 'echo', { text: 'a' });
+  t.true(before.ok);
+
+  const t0 = performance.now();
+  // Written beside, then renamed in: the way a deploy drops a file.
+  fs.copyFileSync(path.join(FIXTURES, 'echo-cjs.cjs'), path.join(dir, '.echo-cjs.cjs.tmp'));
+  fs.renameSync(path.join(dir, '.echo-cjs.cjs.tmp'), path.join(dir, 'echo-cjs.cjs'));
+  const ping = await waitFor(
+    'ping from the hot-loaded plugin',
+    async () => {
+      const r = await controlProducer(connection).rpcCommand('ping', {}, { _key: 'echo-cjs', _timeout: 0.25, _max_retry: 0 });
+      return r.ok ? r : undefined;
+    },
+    10_000,
+    10,
+  );
+  const latency = performance.now() - t0;
+  t.log(`hot-load latency (file renamed in -> ping answered): ${latency.toFixed(0)} ms`);
+  t.is((ping.value as { name: string }).name, 'echo-cjs');
+  t.true(latency < 1000, `answered within a second (${latency.toFixed(0)} ms)`);
+  const loaded = daemon.find('plugin file handled')[0];
+  t.log(`daemon-side load time: ${String(loaded?.['ms'])} ms`);
+  const s = await status(t, connection);
+  t.is(s.generation, 1, 'no restart for a new plugin');
+  t.true(s.applications.some((a) => a.name === 'echo-mjs' && a.state === 'running'), 'the neighbour kept running');
+});
+
+brokerTest('changed plugin files restart the daemon once (debounced); a removed one stops its application', async (t) => {
+  const { url, connection } = await freshVhost(t, 'postaged-watch');
+  const dir = pluginFolder(t, ['echo-mjs.mjs', 'echo-cjs.cjs']);
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir] });
+  const pid = daemon.pid;
+
+  // Ten saves in quick succession, over two files: one restart.
+  for (let i = 0; i < 10; i++) {
+    const file = path.join(dir, i % 2 ? 'echo-mjs.mjs' : 'echo-cjs.cjs');
+    fs.appendFileSync(file, `\n// save ${i}\n`);
+    await sleep(20);
+  }
+  await daemon.waitForLine('postaged ready', { count: 2, timeout: 20_000 });
+  await sleep(1500); // room for a second (wrong) restart to show up
+  t.is(daemon.find('re-exec').length, 1, 'ten saves: one restart');
+  t.is(daemon.pid, pid);
+  const s = await status(t, connection);
+  t.is(s.generation, 2);
+  t.regex(String((s as unknown as { lastRestartReason: string }).lastRestartReason), /plugin changed: .*echo-(cjs|mjs)/);
+
+  fs.rmSync(path.join(dir, 'echo-cjs.cjs'));
+  await daemon.waitForLine((l) => l.message === 'application stopped' && l.app === 'echo-cjs' && l['reason'] === 'quit');
+  const after = await status(t, connection);
+  t.false(after.applications.some((a) => a.name === 'echo-cjs'), 'the removed plugin is gone from status');
+  t.is(after.generation, 2, 'removing a plugin does not restart the daemon');
+  const echo = await rpc(t, connection, 'echo-mjs/rr', 'echo', { text: 'b' });
+  t.true(echo.ok, 'the other plugin still answers');
+});
