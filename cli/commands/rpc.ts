@@ -34,7 +34,8 @@ export function registerRpc(program: Command, output: Output): void {
       const replies = await session.collect(key, name, parameters, { timeout: options.timeout, ...(expect === undefined ? {} : { expect }) });
       const ok = replies.filter((r) => r.ok);
       if (options.json) output.out(json(replies.map(replyJson)));
-      else if (replies.length === 1 && ok.length === 1) output.out(`${showValue(ok[0]?.value)}\n`);
+      // A single-consumer key prints the bare value; a fan-out key names each responder, however many answered.
+      else if (reach === 'single') for (const r of ok) output.out(`${showValue(r.value)}\n`);
       else for (const r of [...ok].sort((a, b) => responder(a).localeCompare(responder(b)))) output.out(`${responder(r)}: ${typeof r.value === 'string' ? r.value : JSON.stringify(r.value)}\n`);
       return repliesExitCode(replies, `'${name}' on key '${key}'`, options, output);
     });
