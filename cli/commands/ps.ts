@@ -41,7 +41,12 @@ export function registerPs(program: Command, output: Output): void {
           await stop.sleep(options.interval * 1000);
           if (stop.requested) break;
         }
-        return watch ? ExitCode.OK : repliesExitCode(replies, `'status' on key '${DAEMON_DISCOVERY_KEY}' (no daemon answered)`, options, output);
+        if (watch) return ExitCode.OK;
+        if (replies.length === 0) {
+          output.err(`postage: no daemon answered within ${options.timeout} s\n`);
+          return ExitCode.NO_REPLY;
+        }
+        return repliesExitCode(replies, `'status' on key '${DAEMON_DISCOVERY_KEY}'`, options, output);
       } finally {
         stop.dispose();
       }
@@ -52,8 +57,8 @@ export function registerPs(program: Command, output: Output): void {
 function render(daemons: DaemonStatus[], options: PsOptions, watch: boolean): string {
   // In watch mode --json prints one line per refresh (NDJSON), so a script can read them as they come.
   if (options.json) return watch ? `${JSON.stringify(sortDaemons(daemons))}\n` : json(sortDaemons(daemons));
+  if (!watch) return daemons.length > 0 ? psTable(daemons) : ''; // "nobody answered" goes to stderr
   const body = daemons.length > 0 ? psTable(daemons) : `no daemon answered within ${options.timeout} s\n`;
-  if (!watch) return body;
   const header = `postage ps, every ${options.interval} s, ${new Date().toISOString()} (Ctrl-C to stop)\n\n`;
   // On a terminal, redraw in place (cursor home, clear screen); in a pipe, append frames.
   return process.stdout.isTTY ? `\x1b[H\x1b[2J${header}${body}` : `${header}${body}\n`;
