@@ -107,7 +107,7 @@ export const schema = {
   },
   log: {
     level: {
-      doc: 'Log level.',
+      doc: 'Lowest level logged; `debug` also traces every message received and sent.',
       format: ['error', 'warn', 'info', 'debug'],
       default: 'info',
       env: 'POSTAGED_LOG_LEVEL',

@@ -18,6 +18,8 @@ export interface LoggerOptions {
   /** Default: `process.stdout.isTTY`. */
   isTTY?: boolean;
   host?: string;
+  /** Where lines go. Default: stdout (winston's Console transport). */
+  stream?: NodeJS.WritableStream;
 }
 
 const scrub = (secrets: readonly string[]) =>
@@ -55,7 +57,7 @@ export function createLogger(options: LoggerOptions): winston.Logger {
     level: options.level,
     defaultMeta: { pid: process.pid, host: options.host ?? os.hostname() },
     format,
-    transports: [new winston.transports.Console()],
+    transports: [options.stream ? new winston.transports.Stream({ stream: options.stream }) : new winston.transports.Console()],
   });
 }
 
