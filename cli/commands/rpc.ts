@@ -12,7 +12,9 @@ export function registerRpc(program: Command, output: Output): void {
     .description(
       'Sends RpcCommand <name> with JSON parameters (default {}) to the key and prints every reply. ' +
         'Parameters: JSON text, "@file" to read a file, or "-" to read stdin. A round-robin or ' +
-        'instance key returns at the first reply; a fan-out key collects replies until the timeout.',
+        'instance key returns at the first reply and prints its value as it is (a string bare, ' +
+        'anything else as JSON); a fan-out key collects replies until the timeout and prints ' +
+        'one "name:pid@host: value" line per reply. Error and exception replies go to stderr (exit 1).',
     )
     .argument('<key>', 'routing key')
     .argument('<name>', 'RPC command name (the handler\'s name)')
