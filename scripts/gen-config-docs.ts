@@ -91,7 +91,7 @@ export function renderConfigDocs(): string {
     '',
     '`POSTAGE_RMQ_USER` and `POSTAGE_RMQ_PASSWORD` are still read (when `POSTAGE_USER` / `POSTAGE_PASSWORD` are not set), with a warning in the log.',
     '',
-    'Examples: `config/local.json`, `config/systemd.json`, `config/container.json`.',
+    'Examples: `config/local.jsonc`, `config/systemd.jsonc`, `config/container.jsonc` (JSON with comments).',
     '',
   );
   return lines.join('\n');

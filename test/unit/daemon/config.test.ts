@@ -113,3 +113,10 @@ test('redactConfig hides the password and URL passwords; secretsOf lists them ra
   for (const s of ['pa:ss@w', encodeURIComponent('pa:ss@w'), 's%40cret', 's@cret']) t.true(secrets.includes(s), s);
   t.false(secretsOf(loadConfig({ env: {} }).config).includes('guest'), 'the default guest password is not scrubbed from every line');
 });
+
+test('the example configs in config/ load and validate', (t) => {
+  const dir = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../../config');
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.jsonc'));
+  t.deepEqual(files.sort(), ['container.jsonc', 'local.jsonc', 'systemd.jsonc']);
+  for (const f of files) t.notThrows(() => loadConfig({ env: {}, configFile: path.join(dir, f) }), f);
+});

@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# postaged in a container. Its ENTRYPOINT is postaged itself, so the daemon is PID 1 and a
+# `restart` re-execs PID 1 in place: the container lives on, with new plugin code.
+#
+#   docker build -t postaged .
+#   docker run --rm -e POSTAGE_URL=amqp://guest:guest@rabbit:5672/%2F -e POSTAGE_HOSTNAME=box1 \
+#     -v "$PWD/plugins:/etc/postaged/plugins:ro" postaged
+#
+# Node 20 execs through the native @jcoreio/kexec (built in the first stage); with a Node
+# >= 22.15 base image postaged uses process.execve instead and kexec is not needed.
+
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+FROM ${NODE_IMAGE} AS build
+WORKDIR /src
+# node-gyp's toolchain, for @jcoreio/kexec.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY lib lib
+COPY daemon daemon
+COPY cli cli
+RUN npx tsc -p tsconfig.json \
+ && npm prune --omit=dev --no-audit --no-fund
+
+FROM ${NODE_IMAGE}
+ENV NODE_ENV=production \
+    POSTAGED_CONFIG=/etc/postaged/postaged.jsonc \
+    POSTAGED_LOG_FORMAT=json
+WORKDIR /opt/postage
+COPY --from=build /src/node_modules node_modules
+COPY --from=build /src/dist dist
+COPY package.json ./
+COPY bin bin
+# The example plugins as defaults; mount your own folder over /etc/postaged/plugins.
+COPY plugins /etc/postaged/plugins
+COPY config/container.jsonc /etc/postaged/postaged.jsonc
+# The image's unprivileged user (uid 1000); it reads the plugins, it cannot change them.
+USER node
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/opt/postage/bin/postaged"]
