@@ -3,15 +3,14 @@
  * (plugins/): output and exit code of ping, status, rpc, send, join, leave, restart, quit.
  * One daemon on its own vhost and host name; the tests run in order against it.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import test from 'ava';
 import { brokerReachable, brokerTest, rabbitmqctl, urlFor } from '../helpers/broker.js';
-import { sleep, waitFor } from '../helpers/wait-for.js';
+import { BIN as POSTAGED, DaemonProcess, ROOT } from '../helpers/spawn.js';
+import { waitFor } from '../helpers/wait-for.js';
 
-const ROOT = new URL('../../', import.meta.url).pathname;
-const POSTAGE = `${ROOT}bin/postage`;
-const POSTAGED = `${ROOT}bin/postaged`;
+const POSTAGE = `${ROOT}/bin/postage`;
 const enabled = brokerReachable || process.env['CI'] === 'true';
 
 interface Run {
@@ -24,9 +23,7 @@ interface Run {
 const vhost = `cli-commands-${randomUUID().slice(0, 8)}`;
 const host = `cli-host-${randomUUID().slice(0, 6)}`;
 const url = urlFor(vhost);
-let daemon: ChildProcess;
-let log = '';
-let exited: Promise<number | null>;
+let daemon: DaemonProcess;
 let pid = 0;
 
 function postage(args: readonly string[], input?: string): Promise<Run> {
@@ -47,29 +44,28 @@ async function status(): Promise<{ pid: number; restarts: number; host: string; 
   return (JSON.parse(r.stdout) as Array<{ value: never }>)[0]!.value;
 }
 
+/** The environment test/helpers/spawn.ts gives a daemon, with a host name of its own. */
+function daemonEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, POSTAGE_URL: url, POSTAGE_HOSTNAME: host, POSTAGED_LOG_FORMAT: 'json' };
+  delete env['POSTAGED_STATE'];
+  delete env['POSTAGED_CONFIG'];
+  return env;
+}
+
+// One daemon for the whole file (its tests run in order), so it is started in a hook;
+// spawn.ts's startDaemon() ties the daemon to one test's teardown instead.
 test.before(async () => {
   if (!enabled) return;
   await rabbitmqctl('add_vhost', vhost);
   await rabbitmqctl('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*');
-  daemon = spawn(POSTAGED, ['--plugins', 'plugins', '--no-watch'], {
-    cwd: ROOT,
-    env: { ...process.env, POSTAGE_URL: url, POSTAGE_HOSTNAME: host },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  daemon.stdout?.on('data', (d: Buffer) => (log += d.toString()));
-  daemon.stderr?.on('data', (d: Buffer) => (log += d.toString()));
-  exited = new Promise((resolve) => daemon.once('exit', (code) => resolve(code)));
-  await waitFor('postaged ready', () => log.includes('"postaged ready"'), 30_000);
-  pid = daemon.pid!;
+  daemon = new DaemonProcess(spawn(POSTAGED, ['--plugins', 'plugins', '--no-watch'], { cwd: ROOT, env: daemonEnv(), stdio: ['ignore', 'pipe', 'pipe'] }));
+  await daemon.waitForLine('postaged ready', { timeout: 30_000 });
+  pid = daemon.pid;
 });
 
 test.after.always(async () => {
   if (!enabled) return;
-  if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
-    daemon.kill('SIGTERM');
-    await Promise.race([exited, sleep(15_000)]);
-    if (daemon.exitCode === null) daemon.kill('SIGKILL');
-  }
+  await daemon?.stop();
   await rabbitmqctl('delete_vhost', vhost).catch(() => undefined);
 });
 
@@ -150,7 +146,7 @@ brokerTest.serial('send: the application receives the command', async (t) => {
   const r = await postage(['send', 'basic-echo', 'echo', JSON.stringify(marker)]);
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, 'sent echo to basic-echo\n');
-  await waitFor('basic-echo logs the text', () => log.includes(marker));
+  await daemon.waitForLine((l) => l.app === 'basic-echo' && JSON.stringify(l).includes(marker));
   const j = await postage(['send', 'advanced-echo/rr', 'echo', '{"a": 1}', '--json']);
   t.deepEqual(JSON.parse(j.stdout), { key: 'advanced-echo/rr', command: 'echo', parameters: { a: 1 }, routed: true });
   t.pass();
@@ -179,7 +175,7 @@ brokerTest.serial('restart P@H: the daemon re-execs in place, same PID, restarts
     return st.restarts === 1 && st.applications.every((a) => a.state === 'running') ? st : undefined;
   }, 30_000);
   t.is(s.pid, pid);
-  t.is(daemon.exitCode, null, 'the process never exited');
+  t.is(daemon.exit, undefined, 'the process never exited');
   const ps = await postage(['ps', '--expect', '1']);
   t.regex(ps.stdout, new RegExp(`\\n${host}\\s+${pid}\\s+postaged\\s+\\S+\\s+1\\s`));
 });
@@ -196,8 +192,8 @@ brokerTest.serial('quit an application: it stops, the others keep running', asyn
 brokerTest.serial('quit the daemon: it stops everything and exits 0', async (t) => {
   const r = await postage(['quit', `postaged:${pid}@${host}`]);
   t.is(r.code, 0, r.stderr);
-  const code = await Promise.race([exited, sleep(30_000).then(() => 'still running')]);
-  t.is(code, 0, log.slice(-2000));
+  const exit = await Promise.race([daemon.exited, new Promise((r) => setTimeout(r, 30_000, 'still running'))]);
+  t.deepEqual(exit, { code: 0, signal: null }, daemon.tail());
   const ping = await postage(['ping', '--timeout', '1']);
   t.is(ping.code, 3);
 });

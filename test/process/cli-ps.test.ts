@@ -2,15 +2,14 @@
  * `postage ps` and fan-out against several real `postaged` daemons that claim different
  * host names (POSTAGE_HOSTNAME) on one vhost, as daemons on several machines would.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import test from 'ava';
 import { brokerReachable, brokerTest, rabbitmqctl, urlFor } from '../helpers/broker.js';
+import { BIN as POSTAGED, DaemonProcess, ROOT } from '../helpers/spawn.js';
 import { sleep, waitFor } from '../helpers/wait-for.js';
 
-const ROOT = new URL('../../', import.meta.url).pathname;
-const POSTAGE = `${ROOT}bin/postage`;
-const POSTAGED = `${ROOT}bin/postaged`;
+const POSTAGE = `${ROOT}/bin/postage`;
 const enabled = brokerReachable || process.env['CI'] === 'true';
 const PLUGINS = ['advanced-echo', 'basic-echo', 'postaged', 'rpc-echo'];
 
@@ -23,8 +22,7 @@ interface Run {
 
 interface Daemon {
   host: string;
-  child: ChildProcess;
-  exited: Promise<number | null>;
+  process: DaemonProcess;
 }
 
 const vhost = `cli-ps-${randomUUID().slice(0, 8)}`;
@@ -42,17 +40,19 @@ function postage(args: readonly string[]): Promise<Run> {
   });
 }
 
+/** Starts a daemon claiming host name `host`, with the environment test/helpers/spawn.ts gives. */
 async function startDaemon(host: string): Promise<Daemon> {
-  let log = '';
-  const child = spawn(POSTAGED, ['--plugins', 'plugins', '--no-watch'], { cwd: ROOT, env: { ...process.env, POSTAGE_URL: url, POSTAGE_HOSTNAME: host }, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
-  const d = { host, child, exited: new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code))) };
+  const env: NodeJS.ProcessEnv = { ...process.env, POSTAGE_URL: url, POSTAGE_HOSTNAME: host, POSTAGED_LOG_FORMAT: 'json' };
+  delete env['POSTAGED_STATE'];
+  delete env['POSTAGED_CONFIG'];
+  const d = { host, process: new DaemonProcess(spawn(POSTAGED, ['--plugins', 'plugins', '--no-watch'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] })) };
   daemons.push(d);
-  await waitFor(`postaged on ${host} ready`, () => log.includes('"postaged ready"'), 30_000);
+  await d.process.waitForLine('postaged ready', { timeout: 30_000 });
   return d;
 }
 
+// The daemons serve the whole file (its tests run in order), so they are started in a hook;
+// spawn.ts's startDaemon() ties a daemon to one test's teardown instead.
 test.before(async () => {
   if (!enabled) return;
   await rabbitmqctl('add_vhost', vhost);
@@ -62,14 +62,7 @@ test.before(async () => {
 
 test.after.always(async () => {
   if (!enabled) return;
-  await Promise.all(
-    daemons.map(async (d) => {
-      if (d.child.exitCode !== null || d.child.signalCode !== null) return;
-      d.child.kill('SIGTERM');
-      await Promise.race([d.exited, sleep(15_000)]);
-      if (d.child.exitCode === null) d.child.kill('SIGKILL');
-    }),
-  );
+  await Promise.all(daemons.map((d) => d.process.stop()));
   await rabbitmqctl('delete_vhost', vhost).catch(() => undefined);
 });
 
@@ -99,7 +92,7 @@ brokerTest.serial('ps lists both daemons (two hosts) with their applications, st
     [`host-a-${tag}`, `host-b-${tag}`],
   );
   for (const [i, d] of rows.entries()) {
-    t.is(d.pid, daemons.find((x) => x.host === d.host)!.child.pid, `pid of ${d.host}`);
+    t.is(d.pid, daemons.find((x) => x.host === d.host)!.process.pid, `pid of ${d.host}`);
     t.deepEqual(d.apps, ['postaged running', 'advanced-echo running', 'basic-echo running', 'rpc-echo running'], `apps of daemon ${i}`);
   }
   t.regex(r.stdout, new RegExp(`\\nhost-a-${tag}\\s+\\d+\\s+postaged\\s+\\d+s\\s+0\\s+\\d+\\.\\d%\\s+\\d+\\.\\d MiB\\s+postaged\\s+running\\s+\\d+\\s+\\d+\\s+0`));
