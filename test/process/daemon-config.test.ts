@@ -61,7 +61,8 @@ for (const c of cases) {
     t.log(`${c.title}: exit ${r.code} after ${r.ms.toFixed(0)} ms: ${r.stderr.trim()}`);
     t.is(r.code, 78);
     for (const e of c.expect) t.regex(r.stderr, e);
-    t.true(r.ms < 5000, 'quickly (no broker involved)');
+    // Measured ~200 ms on an idle machine; the bound is generous for a loaded CI.
+    t.true(r.ms < 15_000, 'quickly (no broker involved)');
   });
 }
 

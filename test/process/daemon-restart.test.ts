@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import type { Connection, MessageResult } from 'postage';
-import { brokerTest, freshVhost } from '../helpers/broker.js';
-import { controlProducer, processKey, startDaemon, tempDir, type DaemonProcess } from '../helpers/spawn.js';
+import { brokerTest, freshVhost, listQueues } from '../helpers/broker.js';
+import { controlProducer, FIXTURES, processKey, startDaemon, tempDir, type DaemonProcess } from '../helpers/spawn.js';
 import { sleep, waitFor } from '../helpers/wait-for.js';
 
 interface Status {
@@ -138,4 +138,28 @@ brokerTest('a plugin that fails to load after a restart: the daemon comes back w
   t.is(s.applications.find((a) => a.name === 'fragile')?.state, 'failed');
   t.regex(s.applications.find((a) => a.name === 'fragile')?.error ?? '', /SyntaxError/);
   t.is((await rpc(connection, 'versioned/rr', 'version')).value, 1, 'the other plugin is back');
+});
+
+brokerTest('a restart waits for an in-flight handler: it finishes and is acked once, never redone by the next generation', async (t) => {
+  const { url, vhost, connection } = await freshVhost(t, 'postaged-restart-drain');
+  const dir = path.join(tempDir(t), 'plugins');
+  fs.mkdirSync(dir);
+  fs.copyFileSync(path.join(FIXTURES, 'slow.mjs'), path.join(dir, 'slow.mjs'));
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir] });
+  const producer = controlProducer(connection);
+  await producer.sendCommand('slow', { ms: 1500, id: 'in-flight' }, { _key: 'slow/rr' });
+  await producer.sendCommand('slow', { ms: 10, id: 'queued' }, { _key: 'slow/rr' });
+  await daemon.waitForLine((l) => l.message === 'slow started' && l['id'] === 'in-flight');
+  await producer.sendCommand('restart', {}, { _key: processKey(daemon) });
+  await daemon.waitForLine('postaged ready', { count: 2, timeout: 20_000 });
+  await daemon.waitForLine((l) => l.message === 'slow done' && l['id'] === 'queued', { timeout: 10_000 });
+
+  const reExec = daemon.lines.indexOf(daemon.find('re-exec')[0]!);
+  const done = daemon.lines.findIndex((l) => l.message === 'slow done' && l['id'] === 'in-flight');
+  t.true(done >= 0 && done < reExec, 'the in-flight handler finished before the exec');
+  t.is(daemon.find((l) => l.message === 'slow started' && l['id'] === 'in-flight').length, 1, 'handled once: it was acked before the exec');
+  t.is(daemon.find((l) => l.message === 'slow done' && l['id'] === 'queued').length, 1, 'the queued message was handled once, by one generation');
+  t.is(daemon.find('re-exec').length, 1);
+  await waitFor('the shared queue is empty', async () => (await listQueues(vhost)).find((q) => q.name === 'slow')?.messages === 0);
+
 });
