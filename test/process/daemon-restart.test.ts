@@ -161,5 +161,4 @@ brokerTest('a restart waits for an in-flight handler: it finishes and is acked o
   t.is(daemon.find((l) => l.message === 'slow done' && l['id'] === 'queued').length, 1, 'the queued message was handled once, by one generation');
   t.is(daemon.find('re-exec').length, 1);
   await waitFor('the shared queue is empty', async () => (await listQueues(vhost)).find((q) => q.name === 'slow')?.messages === 0);
-
 });
