@@ -61,12 +61,11 @@ export function helpFooter(examples: readonly string[], withKeys = true): string
 }
 
 /** The broker URLs for these options (file < env < command line). */
-export async function brokerUrlsFor(options: BrokerOptions, output: Output): Promise<string[]> {
+export async function brokerUrlsFor(options: BrokerOptions): Promise<string[]> {
   const layers: BrokerLayer[] = [];
   if (options.config !== undefined) layers.push(await fileLayer(options.config));
-  const { layer, warnings } = envLayer();
-  for (const w of warnings) output.err(`postage: warning: ${w}\n`);
-  layers.push(layer);
+  // Deprecated variables (POSTAGE_RMQ_*) are warned about by the library's Connection, once.
+  layers.push(envLayer().layer);
   const flags: BrokerLayer = {};
   if (options.host !== undefined) flags.hosts = options.host.split(',').map((h) => h.trim()).filter(Boolean);
   if (options.vhost !== undefined) flags.vhost = options.vhost;
@@ -74,8 +73,8 @@ export async function brokerUrlsFor(options: BrokerOptions, output: Output): Pro
 }
 
 /** Opens a session, runs `fn`, and always closes the connection. */
-export async function withSession<T>(options: BrokerOptions, output: Output, fn: (session: Session) => Promise<T>): Promise<T> {
-  const session = new Session(await brokerUrlsFor(options, output));
+export async function withSession<T>(options: BrokerOptions, fn: (session: Session) => Promise<T>): Promise<T> {
+  const session = new Session(await brokerUrlsFor(options));
   try {
     await session.open();
     return await fn(session);

@@ -8,7 +8,7 @@ import { GenericApplicationExchange } from 'postage';
 import { json, type Output } from './output.js';
 
 export async function fireAndForget(key: string, name: string, parameters: unknown, options: BrokerOptions, output: Output): Promise<ExitCodeValue> {
-  return withSession(options, output, async (session) => {
+  return withSession(options, async (session) => {
     const routed = await session.command(key, name, parameters);
     if (options.json) output.out(json({ key, command: name, parameters, routed }));
     else if (routed) output.out(`sent ${name} to ${key}\n`);

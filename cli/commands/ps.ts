@@ -29,7 +29,7 @@ export function registerPs(program: Command, output: Output): void {
     .addHelpText('after', helpFooter(['postage ps', 'postage ps --expect 2', 'postage ps --json | jq ".[].applications[].state"', 'postage ps --watch --interval 5'], false));
   cmd.action(async (options: PsOptions) => {
     const watch = options.watch === true || options.count !== undefined;
-    process.exitCode = await withSession(options, output, async (session) => {
+    process.exitCode = await withSession(options, async (session) => {
       const stop = stopper(watch);
       try {
         let replies: MessageResult[] = [];

@@ -32,7 +32,7 @@ export function registerRpc(program: Command, output: Output): void {
     const reach = checkKey(key);
     const parameters = await readParameters(text);
     const expect = options.expect ?? (reach === 'single' ? 1 : undefined);
-    process.exitCode = await withSession(options, output, async (session) => {
+    process.exitCode = await withSession(options, async (session) => {
       const replies = await session.collect(key, name, parameters, { timeout: options.timeout, ...(expect === undefined ? {} : { expect }) });
       const ok = replies.filter((r) => r.ok);
       if (options.json) output.out(json(replies.map(replyJson)));

@@ -23,7 +23,7 @@ export function registerStatus(program: Command, output: Output): void {
   cmd.action(async (key: string, options: ReplyOptions) => {
     const reach = checkKey(key);
     const expect = options.expect ?? (reach === 'single' ? 1 : undefined);
-    process.exitCode = await withSession(options, output, async (session) => {
+    process.exitCode = await withSession(options, async (session) => {
       const replies = await session.collect(key, 'status', {}, { timeout: options.timeout, ...(expect === undefined ? {} : { expect }) });
       if (options.json) output.out(json(replies.map(replyJson)));
       else {
