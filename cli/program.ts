@@ -58,10 +58,9 @@ export async function run(argv: readonly string[], output: Output = stdio): Prom
     return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.OK;
   } catch (err) {
     if (err instanceof CommanderError) {
-      // --help and --version end here with exitCode 0; every parse error is a usage error.
-      if (err.exitCode === 0) return ExitCode.OK;
-      if (err.code === 'commander.help' || err.code === 'commander.helpDisplayed') return ExitCode.USAGE;
-      return ExitCode.USAGE;
+      // --help and --version end here with exitCode 0; every parse error, and a bare
+      // `postage` (help shown on stderr), is a usage error.
+      return err.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
     }
     if (err instanceof CliError) {
       output.err(`postage: ${err.message}\n`);
