@@ -5,6 +5,7 @@
  */
 import convict from 'convict';
 import { checkName, redactUrl } from 'postage';
+import { ConfigError } from './config-error.js';
 
 function assert(ok: boolean, message: string): asserts ok {
   if (!ok) throw new Error(message);
@@ -106,4 +107,31 @@ export function registerFormats(): void {
   if (registered) return;
   registered = true;
   convict.addFormats(formats as unknown as Parameters<typeof convict.addFormats>[0]);
+}
+
+function describe(value: unknown): string {
+  const s = JSON.stringify(value) ?? String(value);
+  return s.length > 120 ? `${s.slice(0, 117)}...` : s;
+}
+
+const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency']);
+
+/** Checks `apps.<name>` entries (convict sees `apps` as one object). @internal */
+export function validateApps(apps: Record<string, unknown>): void {
+  for (const [name, options] of Object.entries(apps)) {
+    const at = `apps.${name}`;
+    if (!isName(name)) throw new ConfigError(at, `${at}: application names may not be empty or contain "@", "#", "/", ":" or spaces`);
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new ConfigError(at, `${at}: must be an object (value ${describe(options)})`);
+    for (const [k, v] of Object.entries(options)) {
+      const key = `${at}.${k}`;
+      if (!APP_KEYS.has(k)) throw new ConfigError(key, `${key}: unknown key (value ${describe(v)}); known keys: ${[...APP_KEYS].join(', ')}`);
+      const bad = (why: string): never => {
+        throw new ConfigError(key, `${key}: ${why} (value ${describe(v)})`);
+      };
+      if (k === 'enabled' && typeof v !== 'boolean') bad('must be true or false');
+      if (k === 'groups' && !(Array.isArray(v) && v.every(isName))) bad('must be a list of group names without "@", "#", "/", ":" or spaces');
+      if (k === 'settings' && (v === null || typeof v !== 'object' || Array.isArray(v))) bad('must be an object');
+      if ((k === 'prefetch' || k === 'concurrency') && !(Number.isInteger(v) && (v as number) > 0)) bad('must be a whole number greater than 0');
+    }
+  }
 }

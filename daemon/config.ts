@@ -7,9 +7,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import convict from 'convict';
-import { redactUrl } from 'postage';
-import { isName, registerFormats } from './config-formats.js';
+import { ConfigError } from './config-error.js';
+import { registerFormats, validateApps } from './config-formats.js';
 import { parseJsonc } from './jsonc.js';
+import { SECRET_KEYS } from './secrets.js';
+
+export { ConfigError } from './config-error.js';
+export { redactConfig, secretsOf, SECRET_KEYS } from './secrets.js';
 
 /** Per-application options, under `apps.<name>` (name = the plugin's application name or file base name). */
 export interface AppConfig {
@@ -221,19 +225,6 @@ export const schema = {
   },
 };
 
-/** Keys of the secrets, redacted everywhere they could be printed. */
-export const SECRET_KEYS = ['broker.password', 'broker.url'] as const;
-
-/** A configuration error: names the key, the value (unless secret) and where it came from. Exit 78. */
-export class ConfigError extends Error {
-  readonly key: string;
-  constructor(key: string, message: string) {
-    super(message);
-    this.name = 'ConfigError';
-    this.key = key;
-  }
-}
-
 /** Where each key's value came from. */
 export type Source = 'default' | 'file' | 'env' | 'argv';
 
@@ -364,7 +355,7 @@ function validate(conf: convict.Config<DaemonConfig>, entries: Array<{ key: stri
   try {
     conf.validate({ allowed: 'strict' });
   } catch (err) {
-    const secret = new Set(SECRET_KEYS as readonly string[]);
+    const secret = new Set<string>(SECRET_KEYS);
     const instance = conf.getProperties() as unknown as Record<string, unknown>;
     const lines = String((err as Error).message)
       .split('\n')
@@ -399,62 +390,10 @@ function lookup(obj: Record<string, unknown>, dotted: string): unknown {
   return node;
 }
 
-const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency']);
-
-function validateApps(apps: Record<string, unknown>): void {
-  for (const [name, options] of Object.entries(apps)) {
-    const at = `apps.${name}`;
-    if (!isName(name)) throw new ConfigError(at, `${at}: application names may not be empty or contain "@", "#", "/", ":" or spaces`);
-    if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new ConfigError(at, `${at}: must be an object (value ${describe(options)})`);
-    for (const [k, v] of Object.entries(options)) {
-      const key = `${at}.${k}`;
-      if (!APP_KEYS.has(k)) throw new ConfigError(key, `${key}: unknown key (value ${describe(v)}); known keys: ${[...APP_KEYS].join(', ')}`);
-      const bad = (why: string): never => {
-        throw new ConfigError(key, `${key}: ${why} (value ${describe(v)})`);
-      };
-      if (k === 'enabled' && typeof v !== 'boolean') bad('must be true or false');
-      if (k === 'groups' && !(Array.isArray(v) && v.every(isName))) bad('must be a list of group names without "@", "#", "/", ":" or spaces');
-      if (k === 'settings' && (v === null || typeof v !== 'object' || Array.isArray(v))) bad('must be an object');
-      if ((k === 'prefetch' || k === 'concurrency') && !(Number.isInteger(v) && (v as number) > 0)) bad('must be a whole number greater than 0');
-    }
-  }
-}
-
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object') {
     for (const v of Object.values(value)) deepFreeze(v);
     Object.freeze(value);
   }
   return value;
-}
-
-/** The configuration with every secret replaced (for `--print-config` and logs). */
-export function redactConfig(config: Readonly<DaemonConfig>): DaemonConfig {
-  const copy = JSON.parse(JSON.stringify(config)) as DaemonConfig;
-  copy.broker.password = '***';
-  copy.broker.url = copy.broker.url.map(redactUrl);
-  return copy;
-}
-
-/** Every secret string in the configuration, raw and URL-encoded, for log scrubbing. */
-export function secretsOf(config: Readonly<DaemonConfig>): string[] {
-  const secrets = new Set<string>();
-  const add = (s: string): void => {
-    if (s.length < 3) return; // scrubbing "a" would mangle every log line
-    secrets.add(s);
-    secrets.add(encodeURIComponent(s));
-  };
-  if (config.broker.password !== 'guest') add(config.broker.password);
-  for (const url of config.broker.url) {
-    try {
-      const u = new URL(url);
-      if (u.password) {
-        add(u.password);
-        add(decodeURIComponent(u.password));
-      }
-    } catch {
-      // Not parseable: the format check already refused it.
-    }
-  }
-  return [...secrets];
 }
