@@ -132,6 +132,16 @@ export class Connection extends EventEmitter {
     return this.closedReason !== undefined;
   }
 
+  /** The virtual host of the (first) broker URL; fingerprints report it. */
+  get vhost(): string {
+    try {
+      const path = new URL(this.urlInUse || this.urls[0] || '').pathname;
+      return path.length > 1 ? decodeURIComponent(path.slice(1)) : '/';
+    } catch {
+      return '/';
+    }
+  }
+
   /** Why the connection was closed (`quit`, `restart`, …), if it was. */
   get closeReason(): string | undefined {
     return this.closedReason;

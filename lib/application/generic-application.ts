@@ -1,4 +1,5 @@
 import { brand } from '../errors.js';
+import { Connection } from '../amqp/connection.js';
 import { Exchange } from '../amqp/exchange.js';
 import type { QueueSpec } from '../amqp/queue-flags.js';
 import { Fingerprint } from '../wire/fingerprint.js';
@@ -72,13 +73,21 @@ export class GenericApplication extends MessageProcessor {
   constructor(options: ApplicationOptions = {}) {
     const statics = new.target as unknown as typeof GenericApplication;
     const name = checkName('name', options.name ?? statics.appName ?? new.target.name);
-    const fingerprint = new Fingerprint({ name, type: 'application', ...(options.host ? { host: options.host } : {}), ...(options.pid ? { pid: options.pid } : {}) });
+    const connection = options.connection ?? Connection.shared();
+    const fingerprint = new Fingerprint({
+      name,
+      type: 'application',
+      vhost: connection.vhost,
+      ...(options.host ? { host: options.host } : {}),
+      ...(options.pid ? { pid: options.pid } : {}),
+    });
     checkName('host', fingerprint.host);
     const groups = [...(options.groups ?? statics.groups)].map((g) => checkName('group', g));
     const id = { name, host: fingerprint.host, pid: fingerprint.pid };
     const topology = options.topology ?? {};
     super({
       ...options,
+      connection,
       fingerprint,
       eqk: [
         [

@@ -80,7 +80,7 @@ export class GenericProducer {
   constructor(options: ProducerOptions = {}) {
     this.connection = options.connection ?? Connection.shared();
     this.encoder = options.encoder ?? new JsonEncoder();
-    this.fingerprint = { ...new Fingerprint().asDict(), ...stringValues(options.fingerprint ?? {}) };
+    this.fingerprint = { ...new Fingerprint({ vhost: this.connection.vhost }).asDict(), ...stringValues(options.fingerprint ?? {}) };
     this.logger = childLogger(options.logger ?? this.connection.logger, { producer: this.constructor.name });
     return new Proxy(this, {
       get(target, prop, receiver) {

@@ -120,8 +120,8 @@ export class MessageProcessor extends MicroThread {
   constructor(options: ProcessorOptions = {}) {
     super();
     const fp = options.fingerprint instanceof Fingerprint ? options.fingerprint.asDict() : options.fingerprint;
-    this.fingerprint = { ...new Fingerprint({ name: this.constructor.name, type: 'processor' }).asDict(), ...(fp ?? {}) };
     this.connection = options.connection ?? Connection.shared();
+    this.fingerprint = { ...new Fingerprint({ name: this.constructor.name, type: 'processor', vhost: this.connection.vhost }).asDict(), ...(fp ?? {}) };
     this.encoder = options.encoder ?? new JsonEncoder();
     this.logger = childLogger(options.logger ?? this.connection.logger, { app: this.fingerprint.name });
     this.concurrency = Math.max(1, options.concurrency ?? 1);

@@ -63,7 +63,7 @@ async function fanout(connection: Connection, apps: Record<string, Recorder>, ke
 }
 
 test('addressing: every key reaches exactly who it should', async (t) => {
-  const { connection } = await freshVhost(t);
+  const { vhost, connection } = await freshVhost(t);
   const apps = {
     n1: await app(t, connection, { name: 'N', host: 'H1', pid: 101 }),
     n2: await app(t, connection, { name: 'N', host: 'H1', pid: 102 }),
@@ -79,7 +79,7 @@ test('addressing: every key reaches exactly who it should', async (t) => {
   t.deepEqual(await fanout(connection, apps, 'nobody'), []);
 
   const ping = (await appProducer(connection).rpc_ping({}, { _key: 'N:103@H2', _timeout: 5 })) as MessageResult<FingerprintDict>;
-  t.like(ping.value, { name: 'N', host: 'H2', pid: '103', type: 'application' });
+  t.like(ping.value, { name: 'N', host: 'H2', pid: '103', type: 'application', vhost });
 });
 
 async function roundRobin(t: ExecutionContext, key: string, apps: Recorder[], connection: Connection): Promise<void> {
@@ -146,15 +146,17 @@ test('1,000 messages sent to N/rr while the only N is stopped and started again 
 
 test('the unique queue outlives a restart but expires once the process is gone; quit deletes it', async (t) => {
   const { vhost, connection } = await freshVhost(t);
-  const a = await app(t, connection, { name: 'N', host: 'H1', pid: 501, topology: { uniqueQueueExpires: 1500 } });
+  // Long enough to survive a restart on a loaded machine, short enough for a test.
+  const topology = { uniqueQueueExpires: 4000 };
+  const a = await app(t, connection, { name: 'N', host: 'H1', pid: 501, topology });
   await a.close('restart');
   await appProducer(connection).message_hit('kept', { _key: 'N:501@H1' });
   const names = async () => (await listQueues(vhost)).map((q) => q.name);
-  t.true((await names()).includes('N:501@H1'));
-  const again = await app(t, connection, { name: 'N', host: 'H1', pid: 501, topology: { uniqueQueueExpires: 1500 } });
+  const again = await app(t, connection, { name: 'N', host: 'H1', pid: 501, topology });
   await waitFor('message kept across the restart', () => again.hits.includes('kept'));
   await again.close('restart');
-  await waitFor('unique queue expired', async () => !(await names()).includes('N:501@H1'), 10_000);
+  t.true((await names()).includes('N:501@H1'), 'the unique queue is still there right after the restart');
+  await waitFor('unique queue expired', async () => !(await names()).includes('N:501@H1'), 20_000);
   t.true((await names()).includes('N'), 'the shared queue stays');
 
   const q = await app(t, connection, { name: 'Q', host: 'H1', pid: 502 });
