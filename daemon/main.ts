@@ -90,6 +90,8 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
   const logger = createLogger({ level: config.log.level, format: config.log.format, secrets: secretsOf(config), ...(config.host ? { host: config.host } : {}) });
   const log = logger.child({ app: config.name });
   for (const w of loaded.warnings) log.warn(w);
+  const shadowed = ['broker.hosts', 'broker.port', 'broker.vhost', 'broker.user', 'broker.password'].filter((k) => loaded.sources[k] !== 'default');
+  if (config.broker.url.length > 0 && shadowed.length > 0) log.warn('broker.url is set: it wins over these keys, which are ignored', { keys: shadowed });
   if (state.problem) log.warn(state.problem);
   process.setSourceMapsEnabled(true); // plugin stack traces point at their .ts lines
   process.on('unhandledRejection', (reason) => {

@@ -32,7 +32,7 @@ function childOf(pid: number): number | undefined {
 test('as PID 1: a restart keeps PID 1, SIGTERM exits 0', async (t) => {
   const { url, connection } = await freshVhost(t, 'postaged-pid1');
   const dir = pluginFolder(t, ['echo-mjs.mjs']);
-  const env = { ...process.env, POSTAGE_URL: url, POSTAGED_LOG_FORMAT: 'json' };
+  const env: NodeJS.ProcessEnv = { ...process.env, POSTAGE_URL: url, POSTAGED_LOG_FORMAT: 'json' };
   delete env['POSTAGED_STATE'];
   const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', BIN, '--plugins', dir, '--host', 'pid1-host'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const daemon = new DaemonProcess(child);
