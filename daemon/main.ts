@@ -50,8 +50,9 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
   let stopSignals = 0;
   // Installed before anything else: as PID 1 (a container) an unhandled SIGTERM is ignored.
   const onSignal = (signal: NodeJS.Signals): void => {
-    if (signal === 'SIGHUP') {
-      // Reload: a graceful in-place restart (systemd's ExecReload sends it).
+    // SIGHUP is "reload" (a graceful in-place restart, systemd's ExecReload) for a service; on a
+    // terminal it means the terminal went away, and the daemon stops instead of re-exec'ing into it.
+    if (signal === 'SIGHUP' && !process.stdout.isTTY) {
       void daemon?.restart('SIGHUP');
       return;
     }

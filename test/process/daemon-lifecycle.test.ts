@@ -146,3 +146,16 @@ brokerTest('per-application config: groups, settings and enabled', async (t) => 
   t.is(s.applications.find((a) => a.name === 'echo-mjs')?.state, 'stopped', 'disabled');
   t.deepEqual(s.applications.find((a) => a.name === 'echo-ts')?.groups, ['blue']);
 });
+
+brokerTest('SIGHUP (systemctl reload) restarts in place when not on a terminal', async (t) => {
+  const { url, connection } = await freshVhost(t, 'postaged-sighup');
+  const dir = pluginFolder(t, ['echo-mjs.mjs']);
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir] });
+  daemon.signal('SIGHUP');
+  await daemon.waitForLine('postaged ready', { count: 2, timeout: 20_000 });
+  const s = (await rpc(connection, 'postaged', 'status')).value as { pid: number; generation: number; lastRestartReason: string };
+  t.is(s.pid, daemon.pid);
+  t.is(s.generation, 2);
+  t.is(s.lastRestartReason, 'SIGHUP');
+  t.is(daemon.exit, undefined);
+});
