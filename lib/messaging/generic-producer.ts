@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Options } from 'amqplib';
 import { brand, invalidArgument } from '../errors.js';
 import { Connection } from '../amqp/connection.js';
@@ -120,8 +121,12 @@ export class GenericProducer {
     return this.eks;
   }
 
+  /**
+   * Every send gets its own AMQP `message_id` (shared by the copies sent to several pairs), so
+   * a receiver can tell two identical commands apart and act on a control command once.
+   */
   private publishOptions(): Options.Publish {
-    return { contentType: this.encoder.contentType, persistent: true };
+    return { contentType: this.encoder.contentType, persistent: true, messageId: randomUUID() };
   }
 
   private encode(message: Message): Buffer {
@@ -153,7 +158,8 @@ export class GenericProducer {
 
   private async forwardEncoded(content: Buffer, options: SendOptions): Promise<void> {
     const publisher = Publisher.for(this.connection);
-    await Promise.all(this.resolveEks(options).map(([exchange, key]) => publisher.publish(exchange, key, content, this.publishOptions())));
+    const publishOptions = this.publishOptions();
+    await Promise.all(this.resolveEks(options).map(([exchange, key]) => publisher.publish(exchange, key, content, publishOptions)));
   }
 
   private request(message: Message, options: SendOptions): RpcRequest {

@@ -69,6 +69,9 @@ test('fire-and-forget: default eks, _key, _eks, status and generic message', asy
   t.is((a.bodies[0]?.['fingerprint'] as Record<string, string>)['name'], 'sender');
   t.is((a.bodies[0]?.['fingerprint'] as Record<string, string>)['pid'], String(process.pid));
   t.is(a.props[0]?.contentType, 'application/json');
+  t.regex(String(a.props[0]?.messageId), /^[0-9a-f-]{36}$/, 'every send has its own message id');
+  t.not(a.props[0]?.messageId, a.props[1]?.messageId);
+  t.is(a.props[1]?.messageId, c.props[0]?.messageId, 'the copies of one send share it');
   t.deepEqual(b.bodies[0]?.['content'], { parameters: { who: 'world' } });
   t.is(c.bodies[0]?.['name'], 'topic');
   t.is(a.bodies[1]?.['name'], 'topic', '_eks sends to every pair given');
