@@ -8,7 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { readEnv } from 'postage';
-import { parseJsonc } from './jsonc.js';
+import stripJsonComments from 'strip-json-comments';
 import { CliError, ExitCode } from './exit-codes.js';
 
 /** One layer of broker settings; anything left out comes from the layers below. */
@@ -65,7 +65,7 @@ export async function fileLayer(file: string): Promise<BrokerLayer> {
   }
   let doc: unknown;
   try {
-    doc = parseJsonc(text);
+    doc = JSON.parse(stripJsonComments(text));
   } catch (err) {
     throw configError(file, `not valid JSON (${(err as Error).message})`);
   }

@@ -9,7 +9,7 @@ import path from 'node:path';
 import convict from 'convict';
 import { ConfigError } from './config-error.js';
 import { registerFormats, validateApps } from './config-formats.js';
-import { parseJsonc } from './jsonc.js';
+import stripJsonComments from 'strip-json-comments';
 import { SECRET_KEYS } from './secrets.js';
 
 export { ConfigError } from './config-error.js';
@@ -279,7 +279,7 @@ function readFileLayer(file: string): Record<string, unknown> {
   }
   let data: unknown;
   try {
-    data = parseJsonc(text);
+    data = JSON.parse(stripJsonComments(text));
   } catch (err) {
     throw new ConfigError('--config', `config file ${file} is not valid JSON: ${(err as Error).message}`);
   }
