@@ -5,32 +5,26 @@
  *   amqplib responder that answers a fixed, pre-encoded Postage result and acks;
  * - postage: `GenericProducer.rpcCommand()` calling a GenericApplication `RpcHandler`.
  * Two crossed pairs (raw client → postage responder, postage client → raw responder) show
- * which side any extra time is spent on. Every pair runs the same number of sequential
- * calls per round; the order of the pairs rotates from round to round.
+ * which side any extra time is spent on. The responders run in a child process
+ * (bench/rpc-responder.ts), the clients here. Every pair makes the same number of
+ * sequential calls per round; the order of the pairs rotates from round to round.
  *
  * Raw connections use `noDelay: true` as postage does: with Nagle's algorithm a small
  * request waits for the previous segment's delayed ACK (~40 ms on Linux).
  */
+import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
-import { Connection, GenericApplication, GenericApplicationExchange, GenericProducer, MessageResult, MicroScheduler, RpcCommand, RpcHandler, queueFlags } from 'postage';
-import { pairedRow, percentile, progress, report, until, withVhost, type BenchRow } from './helpers.js';
+import { Connection, GenericApplicationExchange, GenericProducer, MessageResult, RpcCommand } from 'postage';
+import { pairedRow, percentile, progress, report, withVhost, type BenchRow } from './helpers.js';
+import { APP, RAW_QUEUE, type ResponderCommand, type ResponderMessage } from './rpc-responder.js';
 
 const CALLS = Number(process.env['BENCH_RPC_CALLS'] ?? 500);
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 8);
-const APP = 'BenchEcho';
-const RAW_QUEUE = 'raw-echo';
-/** Seconds a single postage call may take before the bench fails (never reached normally). */
+/** Seconds a single call may take before the bench fails (never reached normally). */
 const CALL_TIMEOUT_S = 10;
-
-class BenchEcho extends GenericApplication {
-  static override appName = APP;
-
-  @RpcHandler('command', 'echo')
-  echo(content: { parameters?: unknown }): unknown {
-    return content.parameters;
-  }
-}
+const RESPONDER_START_MS = 20_000;
 
 class EchoClient extends GenericProducer {
   static override eks = [[GenericApplicationExchange, `${APP}/rr`]] as const;
@@ -72,28 +66,68 @@ class RawClient {
   }
 }
 
-/** The raw responder: answers every request with the same pre-encoded Postage result. */
-async function rawResponder(conn: ChannelModel, reply: Buffer): Promise<void> {
-  const ch = await conn.createChannel();
-  await ch.prefetch(100);
-  await ch.consume(RAW_QUEUE, (msg) => {
-    if (!msg) return;
-    const { replyTo, correlationId } = msg.properties as { replyTo?: string; correlationId?: string };
-    if (replyTo) ch.publish('', replyTo, reply, { contentType: 'application/json', ...(correlationId ? { correlationId } : {}) });
-    ch.ack(msg);
-  });
+/** The responder process, with a request/answer helper over IPC. */
+class Responder {
+  private constructor(private readonly child: ChildProcess) {}
+
+  static start(url: string): Promise<Responder> {
+    const child = fork(fileURLToPath(new URL('./rpc-responder.js', import.meta.url)), [url], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill();
+        reject(new Error(`the responder process did not get ready in ${RESPONDER_START_MS} ms`));
+      }, RESPONDER_START_MS);
+      child.once('message', (msg: ResponderMessage) => {
+        clearTimeout(timer);
+        if ('ready' in msg) resolve(new Responder(child));
+        else reject(new Error(`the responder process failed: ${'error' in msg ? msg.error : JSON.stringify(msg)}`));
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the responder process exited with ${code} before it was ready`));
+      });
+    });
+  }
+
+  /** The responder's CPU time so far, in µs. */
+  cpu(): Promise<number> {
+    return new Promise((resolve) => {
+      this.child.once('message', (msg: ResponderMessage) => resolve('cpu' in msg ? msg.cpu.user + msg.cpu.system : NaN));
+      this.child.send({ cmd: 'cpu' } satisfies ResponderCommand);
+    });
+  }
+
+  /** Asks the responder to close and exit; kills it if it has not within 10 s. */
+  stop(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        resolve();
+        return;
+      }
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
+      this.child.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      if (this.child.connected) this.child.send({ cmd: 'stop' } satisfies ResponderCommand);
+      else this.child.kill();
+    });
+  }
 }
 
 interface Timing {
   /** Latency of each call, in ms. */
   latencies: number[];
-  /** CPU time of this process per call (client and responder both run here), in µs. */
-  cpuPerCall: number;
+  /** CPU time of the client process per call, in µs. */
+  clientCpu: number;
+  /** CPU time of the responder process per call, in µs. */
+  responderCpu: number;
 }
 
 /** Runs `CALLS` sequential calls. */
-async function timeCalls(call: (i: number) => Promise<unknown>): Promise<Timing> {
+async function timeCalls(responder: Responder, call: (i: number) => Promise<unknown>): Promise<Timing> {
   const latencies: number[] = [];
+  const responder0 = await responder.cpu();
   const cpu0 = process.cpuUsage();
   for (let i = 0; i < CALLS; i++) {
     const t0 = performance.now();
@@ -101,59 +135,53 @@ async function timeCalls(call: (i: number) => Promise<unknown>): Promise<Timing>
     latencies.push(performance.now() - t0);
   }
   const cpu = process.cpuUsage(cpu0);
-  return { latencies, cpuPerCall: (cpu.user + cpu.system) / CALLS };
+  const responder1 = await responder.cpu();
+  return { latencies, clientCpu: (cpu.user + cpu.system) / CALLS, responderCpu: (responder1 - responder0) / CALLS };
+}
+
+function check(result: MessageResult): MessageResult {
+  if (!result.ok) throw new Error(`RPC failed: ${JSON.stringify(result.body.content)}`);
+  return result;
 }
 
 type Pair = 'raw→raw' | 'postage→postage' | 'raw→postage' | 'postage→raw';
 const PAIRS: Pair[] = ['raw→raw', 'postage→postage', 'raw→postage', 'postage→raw'];
 
 await withVhost('postage-bench-rpc', async (url) => {
-  const rawClientConn = await amqp.connect(url, { noDelay: true });
-  const rawServerConn = await amqp.connect(url, { noDelay: true });
-  const clientConnection = new Connection({ url, clientName: 'bench rpc client (postage)' });
-  const serverConnection = new Connection({ url, clientName: 'bench rpc responder (postage)' });
-  const app = new BenchEcho({ connection: serverConnection, prefetch: 100 });
-  const scheduler = new MicroScheduler();
-  let done: Promise<void> | undefined;
+  const rawConn = await amqp.connect(url, { noDelay: true });
+  const connection = new Connection({ url, clientName: 'bench rpc client (postage)' });
+  let responder: Responder | undefined;
   try {
-    const setup = await rawServerConn.createChannel();
-    // Both responders sit behind the same direct exchange, so routing costs the broker the same.
-    await GenericApplicationExchange.declare(setup);
-    await setup.assertQueue(RAW_QUEUE, queueFlags('shared', RAW_QUEUE) ?? {});
-    await setup.bindQueue(RAW_QUEUE, GenericApplicationExchange.name, RAW_QUEUE);
-    await setup.close();
+    responder = await Responder.start(url);
     const fp = { name: 'bench', type: 'bench' };
     const request = Buffer.from(JSON.stringify(new RpcCommand('echo', { n: 1 }).setFingerprint(fp).body));
-    const reply = Buffer.from(JSON.stringify(new MessageResult({ n: 1 }).setFingerprint(fp).body));
-    await rawResponder(rawServerConn, reply);
-    const rawClient = await RawClient.open(rawClientConn);
-    const producer = new EchoClient({ connection: clientConnection, fingerprint: fp });
-
-    scheduler.add(app);
-    done = scheduler.run();
-    await until('the postage responder to consume', () => app.consuming, 10_000);
+    const rawClient = await RawClient.open(rawConn);
+    const producer = new EchoClient({ connection, fingerprint: fp });
+    const options = { _timeout: CALL_TIMEOUT_S, _max_retry: 0 };
 
     const calls: Record<Pair, (i: number) => Promise<unknown>> = {
       'raw→raw': () => rawClient.call(GenericApplicationExchange.name, RAW_QUEUE, request),
       'raw→postage': () => rawClient.call(GenericApplicationExchange.name, `${APP}/rr`, request),
-      'postage→postage': async (i) => check(await producer.rpcCommand('echo', { n: i }, { _timeout: CALL_TIMEOUT_S, _max_retry: 0 })),
-      'postage→raw': async (i) => check(await producer.rpcCommand('echo', { n: i }, { _timeout: CALL_TIMEOUT_S, _max_retry: 0, _key: RAW_QUEUE })),
+      'postage→postage': async (i) => check(await producer.rpcCommand('echo', { n: i }, options)),
+      'postage→raw': async (i) => check(await producer.rpcCommand('echo', { n: i }, { ...options, _key: RAW_QUEUE })),
     };
 
     progress(`warm-up (${CALLS} calls per pair)`);
-    for (const pair of PAIRS) await timeCalls(calls[pair]);
+    for (const pair of PAIRS) await timeCalls(responder, calls[pair]);
 
     const empty = (): Record<Pair, number[]> => ({ 'raw→raw': [], 'postage→postage': [], 'raw→postage': [], 'postage→raw': [] });
     const p50 = empty();
     const p99 = empty();
-    const cpu = empty();
+    const clientCpu = empty();
+    const responderCpu = empty();
     for (let r = 0; r < ROUNDS; r++) {
       const order = [...PAIRS.slice(r % PAIRS.length), ...PAIRS.slice(0, r % PAIRS.length)];
       for (const pair of order) {
-        const { latencies, cpuPerCall } = await timeCalls(calls[pair]);
-        p50[pair].push(percentile(latencies, 50));
-        p99[pair].push(percentile(latencies, 99));
-        cpu[pair].push(cpuPerCall);
+        const t = await timeCalls(responder, calls[pair]);
+        p50[pair].push(percentile(t.latencies, 50));
+        p99[pair].push(percentile(t.latencies, 99));
+        clientCpu[pair].push(t.clientCpu);
+        responderCpu[pair].push(t.responderCpu);
       }
       progress(`round ${r + 1}/${ROUNDS}: ${PAIRS.map((p) => `${p} p50 ${(p50[p].at(-1) ?? 0).toFixed(3)} ms`).join(', ')}`);
     }
@@ -162,20 +190,13 @@ await withVhost('postage-bench-rpc', async (url) => {
       pairedRow(`RPC p99, ${CALLS} sequential calls`, 'ms', p99['raw→raw'], p99['postage→postage'], undefined, 'no target in SPEC §8'),
       pairedRow('RPC p50, raw client → postage responder', 'ms', p50['raw→raw'], p50['raw→postage'], undefined, 'diagnostic: responder side alone'),
       pairedRow('RPC p50, postage client → raw responder', 'ms', p50['raw→raw'], p50['postage→raw'], undefined, 'diagnostic: client side alone'),
-      pairedRow('RPC CPU per call, client + responder', 'µs', cpu['raw→raw'], cpu['postage→postage'], undefined, 'diagnostic: CPU of this process, both ends'),
+      pairedRow('RPC client CPU per call', 'µs', clientCpu['raw→raw'], clientCpu['postage→raw'], undefined, 'diagnostic: client process, same raw responder'),
+      pairedRow('RPC responder CPU per call', 'µs', responderCpu['raw→raw'], responderCpu['raw→postage'], undefined, 'diagnostic: responder process, same raw client'),
     ];
     report('rpc', rows);
   } finally {
-    await app.close('bench done');
-    await done;
-    await clientConnection.close('bench done');
-    await serverConnection.close('bench done');
-    await rawClientConn.close().catch(() => undefined);
-    await rawServerConn.close().catch(() => undefined);
+    await responder?.stop();
+    await connection.close('bench done');
+    await rawConn.close().catch(() => undefined);
   }
 });
-
-function check(result: MessageResult): MessageResult {
-  if (!result.ok) throw new Error(`RPC failed: ${JSON.stringify(result.body.content)}`);
-  return result;
-}
