@@ -8,12 +8,19 @@ export interface Logger {
   info(message: string, meta?: Record<string, unknown>): unknown;
   debug(message: string, meta?: Record<string, unknown>): unknown;
   child?(meta: Record<string, unknown>): Logger;
+  /** winston's: lets hot paths skip building debug metadata. */
+  isDebugEnabled?(): boolean;
 }
 
 const noop = (): void => undefined;
 
 /** Discards everything: the default when no logger is given. */
-export const silentLogger: Logger = { error: noop, warn: noop, info: noop, debug: noop };
+export const silentLogger: Logger = { error: noop, warn: noop, info: noop, debug: noop, isDebugEnabled: () => false };
+
+/** Whether `logger.debug` may print anything. @internal */
+export function debugEnabled(logger: Logger): boolean {
+  return typeof logger.isDebugEnabled === 'function' ? logger.isDebugEnabled() : true;
+}
 
 /** A child logger when the logger supports it, else the logger itself. @internal */
 export function childLogger(logger: Logger, meta: Record<string, unknown>): Logger {
@@ -29,5 +36,5 @@ export function defaultLogger(debug: boolean): Logger {
   if (!debug) return silentLogger;
   const write = (level: string) => (message: string, meta?: Record<string, unknown>) =>
     process.stderr.write(`postage ${level}: ${message}${meta ? ` ${JSON.stringify(meta)}` : ''}\n`);
-  return { error: write('error'), warn: write('warn'), info: write('info'), debug: write('debug') };
+  return { error: write('error'), warn: write('warn'), info: write('info'), debug: write('debug'), isDebugEnabled: () => true };
 }

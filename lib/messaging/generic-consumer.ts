@@ -5,6 +5,7 @@ import type { ExchangeClass } from '../amqp/exchange.js';
 import { normalizeQueue, type QueueSpec } from '../amqp/queue-flags.js';
 import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { childLogger, type Logger } from '../logger.js';
+import { AckBatcher } from './ack-batcher.js';
 
 /** `eqk`: a list of [Exchange, [[queue, key], ...]] (Python's format). */
 export type ExchangeQueueKeys = ReadonlyArray<readonly [ExchangeClass, ReadonlyArray<readonly [QueueSpec, string]>]>;
@@ -57,10 +58,13 @@ export class GenericConsumer {
   private readonly queues = new Map<string, QueueSpec>();
   private readonly consumerTags = new Map<string, string>();
   private channel: Channel | undefined;
+  private acks: AckBatcher | undefined;
   private setup: Promise<Channel> | undefined;
   private onDelivery: ((d: Delivery) => void) | undefined;
   private closedReason: string | undefined;
   private readonly onReconnect = (): void => {
+    this.acks?.discard();
+    this.acks = undefined;
     this.channel = undefined;
     this.setup = undefined;
     if (this.onDelivery && !this.closedReason) {
@@ -109,9 +113,12 @@ export class GenericConsumer {
   private async declareAll(): Promise<Channel> {
     const ch = await this.connection.createChannel();
     ch.on('error', (err: Error) => this.logger.warn('consumer channel error', { reason: err.message }));
+    const acks = new AckBatcher(ch);
     ch.on('close', () => {
+      acks.discard();
       if (this.channel === ch) {
         this.channel = undefined;
+        this.acks = undefined;
         this.setup = undefined;
         this.consumerTags.clear();
       }
@@ -120,6 +127,7 @@ export class GenericConsumer {
     const declared = new Set<string>();
     for (const b of this.bindings) await this.declareBinding(ch, b, declared);
     this.channel = ch;
+    this.acks = acks;
     return ch;
   }
 
@@ -158,23 +166,26 @@ export class GenericConsumer {
         this.logger.warn('consumer cancelled by the broker', { queue: name });
         return;
       }
-      handler(this.delivery(ch, name, msg));
+      const acks = this.acks;
+      if (this.channel !== ch || !acks) return; // a late delivery on a replaced channel: the broker redelivers it
+      acks.track(msg);
+      handler(this.delivery(ch, acks, name, msg));
     });
     this.consumerTags.set(name, consumerTag);
   }
 
-  private delivery(ch: Channel, queue: string, message: ConsumeMessage): Delivery {
+  private delivery(ch: Channel, acks: AckBatcher, queue: string, message: ConsumeMessage): Delivery {
     let settled = false;
     const alive = (): boolean => !settled && this.channel === ch;
     return {
       message,
       queue,
       ack: () => {
-        if (alive()) ch.ack(message);
+        if (alive()) acks.ack(message);
         settled = true;
       },
       reject: (requeue: boolean) => {
-        if (alive()) ch.reject(message, requeue);
+        if (alive()) acks.reject(message, requeue);
         settled = true;
       },
     };
@@ -213,6 +224,7 @@ export class GenericConsumer {
   /** Deletes a queue (used for an application's own queue when it quits). */
   async deleteQueue(name: string): Promise<void> {
     const ch = this.channel;
+    this.acks?.flush();
     if (ch) await ch.deleteQueue(name).catch(() => undefined);
   }
 
@@ -223,7 +235,9 @@ export class GenericConsumer {
     this.connection.off('reconnect', this.onReconnect);
     await this.cancel();
     const ch = this.channel;
+    this.acks?.flush();
     this.channel = undefined;
+    this.acks = undefined;
     this.setup = undefined;
     if (ch) await ch.close().catch(() => undefined);
   }

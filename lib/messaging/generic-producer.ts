@@ -6,7 +6,7 @@ import { Exchange, type ExchangeClass } from '../amqp/exchange.js';
 import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
 import { Message, MessageCommand, RpcCommand, type MessageBody, type MessageResult } from '../wire/message.js';
-import { childLogger, type Logger } from '../logger.js';
+import { childLogger, debugEnabled, type Logger } from '../logger.js';
 import { Publisher } from './publisher.js';
 import { RpcClient, type RpcRequest } from './rpc-client.js';
 
@@ -131,7 +131,7 @@ export class GenericProducer {
 
   private encode(message: Message): Buffer {
     message.setFingerprint(this.fingerprint);
-    this.logger.debug('-->', { body: message.body });
+    if (debugEnabled(this.logger)) this.logger.debug('-->', { body: message.body });
     return this.encoder.encode(message.body);
   }
 
@@ -189,7 +189,7 @@ export class GenericProducer {
     if (!(timeout > 0)) throw invalidArgument('_timeout', timeout, 'must be a positive number of seconds');
     if (!Number.isInteger(retries) || retries < 0) throw invalidArgument('_max_retry', retries, 'must be a whole number >= 0');
     const result = await this.rpcClient().call(this.request(message, options), timeout * 1000, retries);
-    this.logger.debug('<--', { body: result.body });
+    if (debugEnabled(this.logger)) this.logger.debug('<--', { body: result.body });
     return result;
   }
 

@@ -1,4 +1,4 @@
-import type { ConfirmChannel, Options } from 'amqplib';
+import type { Channel, ConfirmChannel, Options } from 'amqplib';
 import { ClosedError } from '../errors.js';
 import type { Connection } from '../amqp/connection.js';
 import type { ExchangeClass } from '../amqp/exchange.js';
@@ -13,6 +13,8 @@ const publishers = new WeakMap<Connection, Publisher>();
  */
 export class Publisher {
   private channel: Promise<ConfirmChannel> | undefined;
+  /** A plain channel for RPC replies, which are at-most-once and need no confirm. */
+  private replyChannel: Promise<Channel> | undefined;
   private declared = new Map<string, Promise<void>>();
 
   private constructor(private readonly connection: Connection) {
@@ -31,6 +33,7 @@ export class Publisher {
 
   private reset(): void {
     this.channel = undefined;
+    this.replyChannel = undefined;
     this.declared.clear();
   }
 
@@ -52,6 +55,28 @@ export class Publisher {
       this.channel = opening;
     }
     return this.channel;
+  }
+
+  /**
+   * Publishes an RPC reply to `queue` through the default exchange, without a confirm:
+   * replies are at-most-once and the caller re-sends on timeout.
+   */
+  async reply(queue: string, content: Buffer, options: Options.Publish): Promise<void> {
+    if (this.connection.closed) throw new ClosedError('connection', this.connection.closeReason ?? 'closed');
+    if (!this.replyChannel) {
+      const opening = this.connection.createChannel().then((ch) => {
+        ch.on('error', () => undefined);
+        ch.on('close', () => {
+          if (this.replyChannel === opening) this.replyChannel = undefined;
+        });
+        return ch;
+      });
+      opening.catch(() => {
+        if (this.replyChannel === opening) this.replyChannel = undefined;
+      });
+      this.replyChannel = opening;
+    }
+    (await this.replyChannel).publish('', queue, content, options);
   }
 
   /** Declares `exchange` on the publishing channel once. */

@@ -2,14 +2,14 @@ import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { brand, FilterError, PostageError, RejectMessage } from '../errors.js';
 import { Connection } from '../amqp/connection.js';
-import { DefaultExchange, type ExchangeClass } from '../amqp/exchange.js';
+import type { ExchangeClass } from '../amqp/exchange.js';
 import { GenericConsumer, type Delivery, type ExchangeQueueKeys } from '../messaging/generic-consumer.js';
 import { Publisher } from '../messaging/publisher.js';
 import { MicroThread } from '../scheduler/micro-thread.js';
 import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
 import { errorToResult, Message, MessageResult, MessageResultError, validateBody, type MessageBody } from '../wire/message.js';
-import { childLogger, type Logger } from '../logger.js';
+import { childLogger, debugEnabled, type Logger } from '../logger.js';
 import { MessageHandler } from './handlers.js';
 import { buildHandlerTable, routeKey, type HandlerEntry, type HandlerTable } from './handler-table.js';
 import { isHandlerClass, type ReplyFunc } from './handler.js';
@@ -116,6 +116,8 @@ export class MessageProcessor extends MicroThread {
   #closing: Promise<void> | undefined;
   readonly #invalidLog: RateLimitedLog;
   readonly #started = deferred();
+  /** Whether per-message debug tracing is on (building its metadata costs on a hot path). */
+  readonly #trace: boolean;
 
   constructor(options: ProcessorOptions = {}) {
     super();
@@ -132,6 +134,7 @@ export class MessageProcessor extends MicroThread {
     this.consumer = new statics.consumerClass(options.prefetch === undefined ? consumerOptions : { ...consumerOptions, prefetch: options.prefetch });
     this.#handlerTable = buildHandlerTable(this.constructor, MessageProcessor);
     this.#invalidLog = new RateLimitedLog(this.logger, 1000);
+    this.#trace = debugEnabled(this.logger);
   }
 
   /** Adds bindings at run time (Python's `add_eqk`). */
@@ -248,7 +251,7 @@ export class MessageProcessor extends MicroThread {
       await this.#fail(delivery, reason, err);
       return;
     }
-    this.logger.debug('<--', { queue: delivery.queue, body });
+    if (this.#trace) this.logger.debug('<--', { queue: delivery.queue, body });
     try {
       if (body.category === 'rpc') await this.#dispatchRpc(delivery, body);
       else await this.#dispatchMessage(delivery, body);
@@ -272,9 +275,11 @@ export class MessageProcessor extends MicroThread {
     const handlers = this.#handlersFor('message', body);
     if (handlers.length === 0) this.stats.unhandled++;
     let firstError: unknown;
-    for (const entry of handlers) {
+    for (const [i, entry] of handlers.entries()) {
       try {
-        const data = await this.#applyFilters(entry, structuredClone(entry.receives === 'body' ? body : body.content));
+        // Each handler gets its own copy; the last one may have the freshly decoded original.
+        const source = entry.receives === 'body' ? body : body.content;
+        const data = await this.#applyFilters(entry, i === handlers.length - 1 ? source : structuredClone(source));
         await this.#invoke(entry, data, undefined);
       } catch (err) {
         if (err instanceof FilterError) continue;
@@ -315,7 +320,7 @@ export class MessageProcessor extends MicroThread {
       await reply(new MessageResultError(`unknown RPC command '${body.name}' (type '${body.type}') for ${this.fingerprint.name}`));
     } else {
       try {
-        const data = await this.#applyFilters(entry, structuredClone(entry.receives === 'body' ? body : body.content));
+        const data = await this.#applyFilters(entry, entry.receives === 'body' ? body : body.content);
         const value = await this.#invoke(entry, data, reply);
         if (!replied && value !== undefined) await reply(value);
         this.stats.handled++;
@@ -334,6 +339,7 @@ export class MessageProcessor extends MicroThread {
   }
 
   async #applyFilters(entry: HandlerEntry, data: unknown): Promise<unknown> {
+    if (entry.filters.length === 0) return data;
     let value = data;
     for (const f of entry.filters) value = await f.fn(value, ...f.args);
     return value;
@@ -362,10 +368,14 @@ export class MessageProcessor extends MicroThread {
     message.setFingerprint(this.fingerprint);
     const content = this.encoder.encode(message.body);
     const correlationId = delivery.message.properties.correlationId as string | undefined;
-    await Publisher.for(this.connection).publish(DefaultExchange, replyTo, content, {
-      contentType: this.encoder.contentType,
-      ...(correlationId === undefined ? {} : { correlationId }),
-    });
+    // Replies are at-most-once (the caller re-sends on timeout), so the request is not held
+    // until the broker confirms the reply: waiting cost every RPC a confirm round trip.
+    Publisher.for(this.connection)
+      .reply(replyTo, content, {
+        contentType: this.encoder.contentType,
+        ...(correlationId === undefined ? {} : { correlationId }),
+      })
+      .catch((err: unknown) => this.logger.warn('could not send an RPC reply', { replyTo, error: (err as Error).message }));
   }
 
   /**

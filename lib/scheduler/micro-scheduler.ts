@@ -7,17 +7,20 @@ import { MicroThread } from './micro-thread.js';
 export interface SchedulerOptions {
   /** Stop `run()` once no thread is left. Default: true (Python's `autoquit`). */
   autoquit?: boolean;
+  /** How long (ms) a thread may run steps before it yields to the others. Default: 1; 0 yields after every step. */
+  quantumMs?: number;
   logger?: Logger;
 }
 
 /**
  * Runs microthreads cooperatively (Python's `MicroScheduler`). In Node the event loop does
  * the I/O, so the scheduler's job is lifecycle and fairness: every thread runs in its own
- * loop, and after each step it yields to the event loop (`setImmediate`), so a thread
- * flooded with work cannot starve the others; they each get a step in turn.
+ * loop, and once it has run steps for `quantumMs` it yields to the event loop
+ * (`setImmediate`), so a thread flooded with work cannot starve the others.
  */
 export class MicroScheduler {
   autoquit: boolean;
+  readonly quantumMs: number;
   readonly logger: Logger;
   private readonly threads = new Set<MicroThread>();
   private readonly loops = new Map<MicroThread, Promise<void>>();
@@ -28,6 +31,7 @@ export class MicroScheduler {
 
   constructor(options: SchedulerOptions = {}) {
     this.autoquit = options.autoquit ?? true;
+    this.quantumMs = Math.max(0, options.quantumMs ?? 1);
     this.logger = options.logger ?? silentLogger;
   }
 
@@ -77,9 +81,15 @@ export class MicroScheduler {
     const loop = (async () => {
       try {
         await thread.create();
+        let sliceStart = performance.now();
         while (thread.running && !this.exitRequested) {
           await thread.step();
-          await yieldToEventLoop();
+          // Yield to the event loop once the thread has had its time slice: yielding after
+          // every step cost a full event-loop turn per message (and one ack frame each).
+          if (performance.now() - sliceStart >= this.quantumMs) {
+            await yieldToEventLoop();
+            sliceStart = performance.now();
+          }
         }
       } catch (err) {
         if (err instanceof ExitScheduler) this.exit();

@@ -15,6 +15,9 @@ export interface Encoder {
   decode(bytes: Buffer): unknown;
 }
 
+/** One strict decoder for all bodies: invalid UTF-8 throws instead of becoming U+FFFD. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 export const DEFAULT_MAX_BYTES = 1024 * 1024;
 export const DEFAULT_MAX_DEPTH = 128;
 
@@ -48,10 +51,9 @@ export class JsonEncoder implements Encoder {
     if (depth > this.maxDepth) {
       throw new PostageError('POSTAGE_ERR_TOO_DEEP', `body nests deeper than the limit of ${this.maxDepth}`, { limit: this.maxDepth });
     }
-    const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
     let source: string;
     try {
-      source = text.decode(bytes);
+      source = UTF8.decode(bytes);
     } catch (cause) {
       throw new PostageError('POSTAGE_ERR_DECODE', 'body is not valid UTF-8', {}, { cause });
     }

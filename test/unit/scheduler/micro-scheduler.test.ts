@@ -27,9 +27,9 @@ test('create() runs once, step() until the thread stops; autoquit ends run()', a
   t.is(s.size, 0);
 });
 
-test('threads take turns: a busy thread does not starve another', async (t) => {
+test('threads take turns: a busy thread does not starve another (quantum 0: a turn per step)', async (t) => {
   const log: string[] = [];
-  const s = new MicroScheduler();
+  const s = new MicroScheduler({ quantumMs: 0 });
   s.add(new Counter(100, log, 'a'));
   s.add(new Counter(5, log, 'b'));
   await s.run();
@@ -79,4 +79,29 @@ test('a step that throws stops only its thread', async (t) => {
   await s.run();
   t.is(ok.steps, 20);
   t.is(errors.length, 1);
+});
+
+test('with a time slice, a thread that keeps stepping still yields to the others', async (t) => {
+  class Busy extends MicroThread {
+    steps = 0;
+    override step(): void {
+      const end = performance.now() + 0.2;
+      while (performance.now() < end);
+      if (++this.steps >= 200) this.stop();
+    }
+  }
+  const s = new MicroScheduler({ quantumMs: 2 });
+  const busy = new Busy();
+  const log: number[] = [];
+  class Watcher extends MicroThread {
+    override step(): void {
+      log.push(busy.steps);
+      if (log.length >= 5) this.stop();
+    }
+  }
+  s.add(busy);
+  s.add(new Watcher());
+  await s.run();
+  t.is(busy.steps, 200);
+  t.true(log.length === 5 && (log[4] ?? 200) < 200, `the watcher ran while the busy thread was still working: ${log.join(',')}`);
 });

@@ -1,0 +1,67 @@
+import type { Channel, ConsumeMessage } from 'amqplib';
+
+/**
+ * Acknowledgements of one channel, sent once per event-loop turn: the longest run of settled
+ * deliveries at the front goes out as a single `ack(last, multiple)`, acks behind a delivery
+ * still being handled go out one by one. Never acks a delivery that is not settled.
+ * One ack frame per message capped consumer throughput at ~0.75x raw amqplib here.
+ * @internal
+ */
+export class AckBatcher {
+  /** Delivery tag → settled? in delivery (ascending tag) order; 'sent' for rejects already sent. */
+  private readonly outstanding = new Map<number, { message: ConsumeMessage; state: 'open' | 'acked' | 'sent' }>();
+  private scheduled = false;
+  private dead = false;
+
+  constructor(private readonly channel: Channel) {}
+
+  /** Records a delivery when it arrives. */
+  track(message: ConsumeMessage): void {
+    this.outstanding.set(message.fields.deliveryTag, { message, state: 'open' });
+  }
+
+  ack(message: ConsumeMessage): void {
+    const entry = this.outstanding.get(message.fields.deliveryTag);
+    if (!entry || entry.state !== 'open' || this.dead) return;
+    entry.state = 'acked';
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  reject(message: ConsumeMessage, requeue: boolean): void {
+    const entry = this.outstanding.get(message.fields.deliveryTag);
+    if (!entry || entry.state !== 'open' || this.dead) return;
+    this.flush();
+    entry.state = 'sent';
+    this.channel.reject(message, requeue);
+  }
+
+  /** Sends every pending ack now (before a cancel or a channel close). */
+  flush(): void {
+    this.scheduled = false;
+    if (this.dead) return;
+    let last: ConsumeMessage | undefined;
+    let lastIsAck = false;
+    for (const [tag, entry] of this.outstanding) {
+      if (entry.state === 'open') break;
+      if (entry.state === 'acked') lastIsAck = true;
+      last = entry.message;
+      this.outstanding.delete(tag);
+    }
+    // Every tag up to `last` is settled, so one multiple-ack is exact.
+    if (last && lastIsAck) this.channel.ack(last, true);
+    for (const [tag, entry] of this.outstanding) {
+      if (entry.state === 'open') continue;
+      if (entry.state === 'acked') this.channel.ack(entry.message);
+      this.outstanding.delete(tag);
+    }
+  }
+
+  /** The channel is gone: its deliveries come back from the broker; nothing more is sent. */
+  discard(): void {
+    this.dead = true;
+    this.outstanding.clear();
+  }
+}
