@@ -279,3 +279,29 @@ test('handler methods may use any name, even ones the processor uses internally'
   t.deepEqual(seen, ['fail', 'reply']);
   t.is(n.stats.failed, 0);
 });
+
+test('batched acks never cover a message still being handled (concurrency 5, out-of-order completion)', async (t) => {
+  const { vhost, connection } = await freshVhost(t);
+  const done: number[] = [];
+  let releaseSlow!: () => void;
+  const slowGate = new Promise<void>((r) => (releaseSlow = r));
+  class Mixed extends MessageProcessor {
+    @MessageHandler('command', 'job')
+    async job(content: { parameters: number }): Promise<void> {
+      if (content.parameters === 0) await slowGate;
+      done.push(content.parameters);
+    }
+  }
+  const first = await startProcessor(t, new Mixed({ connection, eqk: eqk('mixed-q', 'k', { durable: true }), concurrency: 5, prefetch: 10 }));
+  const p = producerFor(connection, 'k');
+  for (let i = 0; i < 5; i++) await p.message_job(i);
+  await waitFor('the four fast ones', () => done.length === 4);
+  await sleep(100); // let the batched acks of 1..4 go out
+  t.is((await listQueues(vhost)).find((q) => q.name === 'mixed-q')?.messages, 1, 'only the slow message is still unacked');
+  // Lose the channel while message 0 is in flight: it must come back, so it was not acked.
+  await (await first.consumer.getChannel()).close();
+  releaseSlow();
+  const second = await startProcessor(t, new Mixed({ connection, eqk: eqk('mixed-q', 'k', { durable: true }) }));
+  await waitFor('message 0 redelivered', () => second.stats.handled === 1);
+  t.deepEqual(done.sort(), [0, 0, 1, 2, 3, 4]);
+});
