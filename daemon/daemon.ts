@@ -63,6 +63,8 @@ export class Daemon {
     this.pluginDir = path.resolve(config.pluginDir);
     this.log = logger.child({ app: config.name });
     this.connection = new Connection(connectionOptions(config, this.host, logger.child({ app: config.name, component: 'broker' })));
+    // Plugins that create producers without a connection get the daemon's (configured) broker.
+    Connection.setDefault(this.connection);
   }
 
   /** Starts everything; throws if the broker is unreachable or the daemon's own application cannot start. */

@@ -14,6 +14,13 @@ export const STATE_ENV = 'POSTAGED_STATE';
 /** At most this many ids are carried (the environment is not a database). */
 const MAX_IDS = 256;
 
+/**
+ * Ids made from a hash of the body (`sha1:…`, commands without a message_id, e.g. from Python
+ * Postage) are remembered only this long: long enough for the copies fanned out to the other
+ * applications to arrive, short enough that a second, byte-identical restart is still obeyed.
+ */
+export const BODY_HASH_WINDOW_MS = 10_000;
+
 interface Carried {
   generation: number;
   startedAt: string;
@@ -72,10 +79,14 @@ export class RestartState {
    * Claims a restart command id: true the first time it is seen (within the window), false
    * for every later copy, in this generation or a later one.
    */
+  private windowFor(id: string): number {
+    return id.startsWith('sha1:') ? Math.min(BODY_HASH_WINDOW_MS, this.dedupeWindow) : this.dedupeWindow;
+  }
+
   claim(id: string): boolean {
     const now = Date.now();
     const seen = this.handled.get(id);
-    if (seen !== undefined && now - seen < this.dedupeWindow) return false;
+    if (seen !== undefined && now - seen < this.windowFor(id)) return false;
     this.handled.set(id, now);
     return true;
   }
@@ -83,13 +94,13 @@ export class RestartState {
   /** Whether an id was already claimed. */
   has(id: string): boolean {
     const seen = this.handled.get(id);
-    return seen !== undefined && Date.now() - seen < this.dedupeWindow;
+    return seen !== undefined && Date.now() - seen < this.windowFor(id);
   }
 
   /** The value of `POSTAGED_STATE` for the next generation. */
   next(reason: string): string {
     const now = Date.now();
-    const handled = [...this.handled.entries()].filter(([, at]) => now - at < this.dedupeWindow).slice(-MAX_IDS);
+    const handled = [...this.handled.entries()].filter(([id, at]) => now - at < this.windowFor(id)).slice(-MAX_IDS);
     const carried: Carried = { generation: this.generation + 1, startedAt: this.startedAt, lastRestartReason: reason, handled };
     return JSON.stringify(carried);
   }

@@ -5,7 +5,7 @@
  * method name to what the decorator would have been. The method gets `body.content`; a
  * command sent as `echo` with parameters "hello" arrives as `{ parameters: "hello" }`.
  *
- * Try it: postage send basic-echo echo hello   (the daemon logs: echo {"text":"hello"})
+ * Try it: ./bin/postage send basic-echo echo '"hello"'   (the daemon logs: echo {"text":"hello"})
  */
 import { GenericApplication, MessageHandler } from 'postage';
 

@@ -3,7 +3,7 @@
  * `@RpcHandler` methods get `(content, reply)`; returning a value (or calling `reply`)
  * answers the caller with `MessageResult(value)`.
  *
- * Try it: postage rpc rpc-echo/rr echo hello   (answers "hello")
+ * Try it: ./bin/postage rpc rpc-echo/rr echo '"hello"'   (answers "hello")
  */
 import { GenericApplication, RpcHandler } from 'postage';
 

@@ -12,8 +12,9 @@ export function registerStatus(program: Command, output: Output): void {
     .summary("show a daemon's process, applications, counts and queues")
     .description(
       'Sends RPC "status" to the key. Daemons (postaged) answer with their process and every ' +
-        'application they run; other applications answer an error (exit 1) unless they have a ' +
-        `"status" handler. Without a key, asks every daemon (${DAEMON_DISCOVERY_KEY}).`,
+        'application they run. On a fan-out key (P@H, @H, N) the "unknown command" answers of ' +
+        'plain applications are left out; addressed alone, such an application answers an error ' +
+        `(exit 1). Without a key, asks every daemon (${DAEMON_DISCOVERY_KEY}).`,
     )
     .argument('[key]', 'routing key (a daemon: its name, P@H, N:P@H, @H)', DAEMON_DISCOVERY_KEY);
   replyOptions(brokerOptions(cmd), 2).addHelpText(
@@ -24,7 +25,10 @@ export function registerStatus(program: Command, output: Output): void {
     const reach = checkKey(key);
     const expect = options.expect ?? (reach === 'single' ? 1 : undefined);
     process.exitCode = await withSession(options, async (session) => {
-      const replies = await session.collect(key, 'status', {}, { timeout: options.timeout, ...(expect === undefined ? {} : { expect }) });
+      const all = await session.collect(key, 'status', {}, { timeout: options.timeout, ...(expect === undefined ? {} : { expect }) });
+      // A fan-out key such as P@H or @H also reaches plain applications, which have no
+      // "status" handler: their "unknown RPC command" answers are not daemons' failures.
+      const replies = reach === 'single' ? all : all.filter((r) => r.ok || !/^unknown RPC command 'status'/.test(r.message));
       if (options.json) output.out(json(replies.map(replyJson)));
       else {
         const blocks = replies

@@ -76,6 +76,7 @@ function warnDeprecated(warnings: readonly string[]): void {
 }
 
 const registry = new Map<string, Connection>();
+let defaultConnection: Connection | undefined;
 
 /**
  * One broker connection, shared by every producer, consumer and RPC client of a process
@@ -112,6 +113,7 @@ export class Connection extends EventEmitter {
    * Producers and consumers created without a connection use `Connection.shared()`.
    */
   static shared(options: ConnectionOptions = {}): Connection {
+    if (Object.keys(options).length === 0 && defaultConnection && !defaultConnection.closed) return defaultConnection;
     const key = brokerUrls(options).join(',');
     let conn = registry.get(key);
     if (conn === undefined || conn.closed) {
@@ -121,10 +123,20 @@ export class Connection extends EventEmitter {
     return conn;
   }
 
+  /**
+   * Makes `connection` what `Connection.shared()` (no options) returns, e.g. the daemon's own
+   * connection, so that a plugin's `new GenericProducer()` talks to the broker the daemon was
+   * configured with. `undefined` forgets it.
+   */
+  static setDefault(connection: Connection | undefined): void {
+    defaultConnection = connection;
+  }
+
   /** Closes every shared connection (tests, shutdown). */
   static async closeAll(reason = 'closeAll'): Promise<void> {
-    const all = [...registry.values()];
+    const all = [...registry.values(), ...(defaultConnection ? [defaultConnection] : [])];
     registry.clear();
+    defaultConnection = undefined;
     await Promise.all(all.map((c) => c.close(reason)));
   }
 
@@ -165,6 +177,20 @@ export class Connection extends EventEmitter {
   async createChannel(): Promise<Channel> {
     const model = await this.ready();
     return model.createChannel();
+  }
+
+  /**
+   * Runs `fn` on a channel of its own, closed afterwards. Declarations and checks go there:
+   * a refused one (e.g. an exchange type clash) closes that channel only, never a shared one.
+   */
+  async withChannel<T>(fn: (channel: Channel) => Promise<T>): Promise<T> {
+    const ch = await this.createChannel();
+    ch.on('error', () => undefined); // the rejection of fn's operation carries the error
+    try {
+      return await fn(ch);
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
   }
 
   async createConfirmChannel(): Promise<ConfirmChannel> {

@@ -13,7 +13,6 @@ import {
   checkName,
   DEAD_LETTER_EXCHANGE,
   deadLetterQueue,
-  groupBindings,
   groupKey,
   uniqueQueueSpec,
   type Addresses,
@@ -134,13 +133,17 @@ export class GenericApplication extends MessageProcessor {
     this.logger.info('joined group', { group });
   }
 
-  /** Leaves a group: unbinds `N#G` from the unique queue (and `N#G/rr` if joined at start). */
+  /**
+   * Leaves a group: unbinds `N#G` from the unique queue. If the group was given at start, this
+   * instance also stops consuming the shared queue `N#G`; its `N#G/rr` binding stays, since the
+   * other members still use it.
+   */
   async leaveGroup(group: string): Promise<void> {
     if (!this.groups.includes(group)) return;
     const statics = this.constructor as typeof GenericApplication;
-    for (const [queue, key] of groupBindings(this.identity, group, this.topology)) {
-      await this.consumer.queueUnbind(statics.exchangeClass, queue, key).catch(() => undefined);
-    }
+    await this.consumer.queueUnbind(statics.exchangeClass, uniqueQueueSpec(this.identity, this.topology), groupKey(this.name, group)).catch(() => undefined);
+    const shared = groupKey(this.name, group);
+    if (this.consumer.queueNames.includes(shared)) await this.consumer.stopConsuming(shared);
     this.groups = this.groups.filter((g) => g !== group);
     this.logger.info('left group', { group });
   }

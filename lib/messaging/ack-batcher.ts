@@ -42,16 +42,15 @@ export class AckBatcher {
   flush(): void {
     this.scheduled = false;
     if (this.dead) return;
-    let last: ConsumeMessage | undefined;
-    let lastIsAck = false;
+    let lastAcked: ConsumeMessage | undefined;
     for (const [tag, entry] of this.outstanding) {
       if (entry.state === 'open') break;
-      if (entry.state === 'acked') lastIsAck = true;
-      last = entry.message;
+      if (entry.state === 'acked') lastAcked = entry.message;
       this.outstanding.delete(tag);
     }
-    // Every tag up to `last` is settled, so one multiple-ack is exact.
-    if (last && lastIsAck) this.channel.ack(last, true);
+    // Every tag up to `lastAcked` is settled, so one multiple-ack is exact. It must name an
+    // acked tag: naming one already rejected is an "unknown delivery tag" that kills the channel.
+    if (lastAcked) this.channel.ack(lastAcked, true);
     for (const [tag, entry] of this.outstanding) {
       if (entry.state === 'open') continue;
       if (entry.state === 'acked') this.channel.ack(entry.message);

@@ -30,6 +30,8 @@ export interface ConsumerOptions {
 export interface Delivery {
   readonly message: ConsumeMessage;
   readonly queue: string;
+  /** True once the channel it came from is gone: the broker will deliver it again, so do not handle it. */
+  readonly stale: boolean;
   ack(): void;
   reject(requeue: boolean): void;
 }
@@ -62,15 +64,41 @@ export class GenericConsumer {
   private setup: Promise<Channel> | undefined;
   private onDelivery: ((d: Delivery) => void) | undefined;
   private closedReason: string | undefined;
-  private readonly onReconnect = (): void => {
-    this.acks?.discard();
-    this.acks = undefined;
-    this.channel = undefined;
-    this.setup = undefined;
-    if (this.onDelivery && !this.closedReason) {
-      this.open().catch((err: unknown) => this.logger.error('could not resume consuming after reconnect', { reason: (err as Error).message }));
-    }
-  };
+  /** Channels lost and opened again (connection loss, a channel error, a deleted queue). */
+  reopens = 0;
+  private reopenAttempt = 0;
+  private reopenTimer: NodeJS.Timeout | undefined;
+  private readonly onReconnect = (): void => this.resume();
+
+  /**
+   * Opens a channel again and resumes consuming, unless one is being opened already (the
+   * channel's own close and the connection's reconnect both ask; only one channel results).
+   */
+  private resume(): void {
+    if (this.closedReason || !this.onDelivery || this.setup) return;
+    clearTimeout(this.reopenTimer);
+    this.reopenTimer = undefined;
+    this.open().then(
+      () => {
+        this.reopens++;
+        this.reopenAttempt = 0;
+        this.logger.info('consuming again', { queues: this.queueNames });
+      },
+      (err: unknown) => {
+        this.logger.error('could not resume consuming; retrying', { reason: (err as Error).message });
+        this.scheduleResume();
+      },
+    );
+  }
+
+  private scheduleResume(): void {
+    if (this.closedReason || this.reopenTimer) return;
+    const delay = Math.min(100 * 2 ** this.reopenAttempt++, 5000);
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = undefined;
+      this.resume();
+    }, delay);
+  }
 
   constructor(options: ConsumerOptions = {}) {
     this.connection = options.connection ?? Connection.shared();
@@ -121,6 +149,12 @@ export class GenericConsumer {
         this.acks = undefined;
         this.setup = undefined;
         this.consumerTags.clear();
+        // Not closed by us: a channel error or a lost connection. Consume again (with backoff);
+        // the broker redelivers whatever this channel had not acked.
+        if (!this.closedReason && this.onDelivery) {
+          this.logger.warn('consumer channel closed unexpectedly; opening a new one', { queues: this.queueNames });
+          this.scheduleResume();
+        }
       }
     });
     await ch.prefetch(this.prefetch);
@@ -163,7 +197,10 @@ export class GenericConsumer {
       // A null message means the broker cancelled the consumer (e.g. the queue was deleted).
       if (!msg) {
         this.consumerTags.delete(name);
-        this.logger.warn('consumer cancelled by the broker', { queue: name });
+        this.logger.warn('consumer cancelled by the broker (queue deleted?): declaring and consuming again', { queue: name });
+        // Closing the channel starts the same path as any lost channel: a new one declares
+        // the topology again (the queue too) and consumes every queue.
+        if (this.channel === ch && !this.closedReason) ch.close().catch(() => undefined);
         return;
       }
       const acks = this.acks;
@@ -177,9 +214,13 @@ export class GenericConsumer {
   private delivery(ch: Channel, acks: AckBatcher, queue: string, message: ConsumeMessage): Delivery {
     let settled = false;
     const alive = (): boolean => !settled && this.channel === ch;
+    const consumer = this;
     return {
       message,
       queue,
+      get stale(): boolean {
+        return consumer.channel !== ch;
+      },
       ack: () => {
         if (alive()) acks.ack(message);
         settled = true;
@@ -211,6 +252,17 @@ export class GenericConsumer {
     if (i >= 0) this.bindings.splice(i, 1);
   }
 
+  /** Stops consuming one queue (its bindings stay, for the other consumers of a shared queue). */
+  async stopConsuming(queue: string): Promise<void> {
+    this.queues.delete(queue);
+    for (let i = this.bindings.length - 1; i >= 0; i--) {
+      if (normalizeQueue(this.bindings[i]!.queue).name === queue) this.bindings.splice(i, 1);
+    }
+    const tag = this.consumerTags.get(queue);
+    this.consumerTags.delete(queue);
+    if (tag !== undefined && this.channel) await this.channel.cancel(tag).catch(() => undefined);
+  }
+
   /** Stops the broker from sending more messages; unacked ones stay with us until acked. */
   async cancel(): Promise<void> {
     this.onDelivery = undefined;
@@ -232,6 +284,7 @@ export class GenericConsumer {
   async close(reason = 'closed'): Promise<void> {
     if (this.closedReason) return;
     this.closedReason = reason;
+    clearTimeout(this.reopenTimer);
     this.connection.off('reconnect', this.onReconnect);
     await this.cancel();
     const ch = this.channel;

@@ -84,7 +84,7 @@ export class Publisher {
     if (exchange.name === '') return;
     let done = this.declared.get(exchange.name);
     if (!done) {
-      done = this.getChannel().then((ch) => exchange.declare(ch));
+      done = this.connection.withChannel((ch) => exchange.declare(ch));
       done.catch(() => this.declared.delete(exchange.name));
       this.declared.set(exchange.name, done);
     }

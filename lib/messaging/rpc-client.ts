@@ -9,9 +9,14 @@ import { MessageResultError, MessageResultException, resultFromBody, type Messag
 /** RabbitMQ's direct reply-to pseudo queue: replies skip a real queue entirely. */
 const DIRECT_REPLY_TO = 'amq.rabbitmq.reply-to';
 
+/** After a timeout or a re-send, replies without a correlation id are not matched for this long. */
+const AMBIGUOUS_MS = 60_000;
+
 interface Pending {
   /** Called with every reply that carries this call's correlation id. */
   onReply(result: MessageResult): void;
+  /** Called when the connection closes under the call. */
+  onClose(err: Error): void;
 }
 
 /** What one RPC call publishes. @internal */
@@ -38,10 +43,16 @@ export class RpcClient {
   private channel: Promise<Channel> | undefined;
   private readonly pending = new Map<string, Pending>();
   private declared = new Set<string>();
+  /** Until then, replies without a correlation id are ambiguous (see onReply). */
+  private ambiguousUntil = 0;
 
   private constructor(private readonly connection: Connection, private readonly encoder: Encoder) {
     connection.on('reconnect', () => this.reset());
-    connection.on('close', () => this.reset());
+    connection.on('close', (reason: string) => {
+      this.reset();
+      // Nothing can answer after close: settle every pending call now rather than never.
+      for (const call of [...this.pending.values()]) call.onClose(new ClosedError('connection', reason));
+    });
   }
 
   static for(connection: Connection, encoder: Encoder): RpcClient {
@@ -81,7 +92,10 @@ export class RpcClient {
   private onReply(msg: ConsumeMessage | null): void {
     if (!msg) return;
     let id = msg.properties.correlationId as string | undefined;
-    if (id === undefined && this.pending.size === 1) id = this.pending.keys().next().value;
+    // A reply without a correlation id (a pika-style responder) can only be matched when one
+    // call is pending and no earlier call may still be answered late (timed out or re-sent
+    // recently); otherwise it could answer the wrong call, so it is dropped.
+    if (id === undefined && this.pending.size === 1 && Date.now() >= this.ambiguousUntil) id = this.pending.keys().next().value;
     // A reply whose call has already returned (timed out, or a fan-out collection closed)
     // has nobody to go to: it is dropped on purpose. Replies are at-most-once.
     const call = id === undefined ? undefined : this.pending.get(id);
@@ -95,12 +109,16 @@ export class RpcClient {
     call.onReply(result);
   }
 
+  /** Declares an exchange once, on a channel of its own (a refusal must not kill the reply channel). */
+  private async declare(exchange: ExchangeClass): Promise<void> {
+    if (exchange.name === '' || this.declared.has(exchange.name)) return;
+    await this.connection.withChannel((ch) => exchange.declare(ch));
+    this.declared.add(exchange.name);
+  }
+
   private async publish(req: RpcRequest, correlationId: string, messageId: string): Promise<void> {
     const ch = await this.getChannel();
-    if (req.exchange.name !== '' && !this.declared.has(req.exchange.name)) {
-      await req.exchange.declare(ch);
-      this.declared.add(req.exchange.name);
-    }
+    await this.declare(req.exchange);
     const options: Options.Publish = {
       replyTo: DIRECT_REPLY_TO,
       correlationId,
@@ -131,20 +149,29 @@ export class RpcClient {
       };
       const attempt = (): void => {
         if (sent >= tries) {
+          this.markAmbiguous(timeoutMs);
           finish(new MessageResultException('TimeoutError', `no reply to ${req.what} after ${tries} ${tries === 1 ? 'try' : 'tries'} of ${timeoutMs} ms`));
           return;
         }
         sent++;
-        this.publish(req, correlationId, correlationId).then(
-          () => {
-            if (this.pending.has(correlationId)) timer = setTimeout(attempt, timeoutMs);
-          },
-          (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))),
-        );
+        if (sent > 1) this.markAmbiguous(timeoutMs * tries);
+        // The try's deadline starts now, not after the publish: during a broker outage the
+        // publish waits for the reconnection, and the call must still time out on schedule.
+        timer = setTimeout(attempt, timeoutMs);
+        // A publish that fails outright (broker unreachable, connection closed) ends the call
+        // with that error; one waiting for a reconnection is covered by the deadline above.
+        this.publish(req, correlationId, correlationId).catch((err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
       };
-      this.pending.set(correlationId, { onReply: finish });
+      this.pending.set(correlationId, { onReply: finish, onClose: finish });
       attempt();
     });
+  }
+
+  /** Replies without a correlation id are not matched for this long (a late one may be on its way). */
+  private markAmbiguous(ms: number): void {
+    // A late reply can come at any time; a minute covers slow responders without blocking
+    // correlation-less replies for long.
+    this.ambiguousUntil = Math.max(this.ambiguousUntil, Date.now() + Math.max(ms, AMBIGUOUS_MS));
   }
 
   /**
@@ -159,6 +186,7 @@ export class RpcClient {
       const finish = (err?: Error): void => {
         clearTimeout(timer);
         this.pending.delete(correlationId);
+        this.markAmbiguous(timeoutMs); // other responders of a fan-out key may still answer
         if (err) reject(err);
         else resolve(replies);
       };
@@ -167,13 +195,10 @@ export class RpcClient {
           replies.push(result);
           if (replies.length >= expect) finish();
         },
+        onClose: finish,
       });
-      this.publish(req, correlationId, correlationId).then(
-        () => {
-          if (this.pending.has(correlationId)) timer = setTimeout(() => finish(), timeoutMs);
-        },
-        (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))),
-      );
+      timer = setTimeout(() => finish(), timeoutMs);
+      this.publish(req, correlationId, correlationId).catch((err: unknown) => finish(err instanceof Error ? err : new Error(String(err))));
     });
   }
 
@@ -183,10 +208,7 @@ export class RpcClient {
    */
   async sendQueueOnly(req: RpcRequest): Promise<string> {
     const ch = await this.getChannel();
-    if (req.exchange.name !== '' && !this.declared.has(req.exchange.name)) {
-      await req.exchange.declare(ch);
-      this.declared.add(req.exchange.name);
-    }
+    await this.declare(req.exchange);
     const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
     ch.publish(req.exchange.name, req.key, req.content, { replyTo: queue, contentType: req.contentType, messageId: randomUUID() });
     return queue;
@@ -194,17 +216,18 @@ export class RpcClient {
 
   /** Waits up to `timeoutMs` for the reply in a queue returned by `sendQueueOnly()`. */
   async fetch(queue: string, timeoutMs: number): Promise<MessageResult> {
-    const ch = await this.getChannel();
+    // A channel of its own: consuming a queue that is gone closes the channel it is tried on.
+    const ch = await this.connection.createChannel();
+    ch.on('error', () => undefined);
     return new Promise<MessageResult>((resolve, reject) => {
-      let tag: string | undefined;
       let done = false;
       const finish = (result: MessageResult): void => {
         if (done) return;
         done = true;
         clearTimeout(timer);
-        const t = tag;
-        if (t !== undefined) ch.cancel(t).catch(() => undefined);
-        ch.deleteQueue(queue).catch(() => undefined);
+        ch.deleteQueue(queue)
+          .catch(() => undefined)
+          .finally(() => ch.close().catch(() => undefined));
         resolve(result);
       };
       const timer = setTimeout(() => finish(new MessageResultException('TimeoutError', `no reply in ${queue} within ${timeoutMs} ms`)), timeoutMs);
@@ -219,16 +242,12 @@ export class RpcClient {
           }
         },
         { noAck: true },
-      ).then(
-        (ok) => {
-          tag = ok.consumerTag;
-          if (done) ch.cancel(ok.consumerTag).catch(() => undefined);
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      );
+      ).catch((err: unknown) => {
+        done = true;
+        clearTimeout(timer);
+        ch.close().catch(() => undefined);
+        reject(err);
+      });
     });
   }
 }

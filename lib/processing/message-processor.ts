@@ -58,7 +58,7 @@ export interface ProcessorStats {
 export interface LifecycleEvent {
   processor: MessageProcessor;
   reason: string;
-  /** Identity of the command that caused it (AMQP message id, else a hash of the body). */
+  /** Identity of the command that caused it: its AMQP message id, else `sha1:` and a hash of the body. */
   messageId?: string;
 }
 
@@ -180,11 +180,15 @@ export class MessageProcessor extends MicroThread {
       await this.#performPendingAction();
       return;
     }
-    const delivery = this.#pendingAction ? undefined : this.#inbox.shift();
+    // Nothing new is dispatched once stopping or while a quit/restart waits for the handlers.
+    let delivery = this.#pendingAction || this.state === 'stopping' || this.state === 'stopped' ? undefined : this.#inbox.shift();
+    // A delivery from a channel that is gone will be delivered again by the broker: handling
+    // it now would handle it twice (its ack could not be sent anyway).
+    while (delivery?.stale) delivery = this.#inbox.shift();
     if (!delivery) {
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
-        if (this.#inbox.length > 0 || !this.running || (this.#pendingAction && this.#inFlight.size === 0)) this.#wakeUp();
+        if ((this.#inbox.length > 0 && this.state === 'running') || !this.running || (this.#pendingAction && this.#inFlight.size === 0)) this.#wakeUp();
       });
       return;
     }
@@ -233,7 +237,7 @@ export class MessageProcessor extends MicroThread {
   static messageIdentity(delivery: Delivery): string {
     const id = delivery.message.properties.messageId as unknown;
     if (typeof id === 'string' && id !== '') return id;
-    return createHash('sha1').update(delivery.message.content).digest('hex');
+    return `sha1:${createHash('sha1').update(delivery.message.content).digest('hex')}`;
   }
 
   async #dispatch(delivery: Delivery): Promise<void> {
@@ -298,14 +302,13 @@ export class MessageProcessor extends MicroThread {
 
   #noteControl(delivery: Delivery, body: MessageBody): void {
     if (body.type !== 'command' || (body.name !== 'quit' && body.name !== 'restart')) return;
-    if (this.#pendingActionRequested === body.name) {
+    if (this.#pendingActionRequested.delete(body.name)) {
       this.#pendingAction ??= { kind: body.name, messageId: MessageProcessor.messageIdentity(delivery) };
-      this.#pendingActionRequested = undefined;
     }
   }
 
   /** Set by the default `quit` / `restart` handlers; acted on after the ack. */
-  #pendingActionRequested: 'quit' | 'restart' | undefined;
+  readonly #pendingActionRequested = new Set<string>();
 
   async #dispatchRpc(delivery: Delivery, body: MessageBody): Promise<void> {
     const handlers = this.#handlersFor('rpc', body);
@@ -424,10 +427,11 @@ export class MessageProcessor extends MicroThread {
   close(reason = 'closed'): Promise<void> {
     this.#closing ??= (async () => {
       this.state = 'stopping';
+      // Received but not dispatched: they go back to their queue when the channel closes.
+      this.#inbox.length = 0;
       await this.consumer.cancel().catch(() => undefined);
       await this.drain();
       await this.beforeChannelClose(reason);
-      this.#inbox.length = 0;
       await this.consumer.close(reason);
       this.state = 'stopped';
       this.stop();
@@ -443,7 +447,11 @@ export class MessageProcessor extends MicroThread {
     const expired = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), this.drainTimeout);
     });
-    const outcome = await Promise.race([Promise.allSettled([...this.#inFlight]).then(() => 'drained' as const), expired]);
+    let outcome: 'drained' | 'timeout' = 'drained';
+    // Loop: a step that was already under way may add one more handler after the snapshot.
+    while (this.#inFlight.size > 0 && outcome === 'drained') {
+      outcome = await Promise.race([Promise.allSettled([...this.#inFlight]).then(() => 'drained' as const), expired]);
+    }
     clearTimeout(timer);
     if (outcome === 'timeout') this.logger.warn('drain timeout expired with handlers still running', { inFlight: this.#inFlight.size, timeoutMs: this.drainTimeout });
   }
@@ -458,13 +466,13 @@ export class MessageProcessor extends MicroThread {
   /** Default handler: command `quit` stops this processor once the message is acked. */
   @MessageHandler('command', 'quit')
   msgQuit(_content: unknown): void {
-    this.#pendingActionRequested = 'quit';
+    this.#pendingActionRequested.add('quit');
   }
 
   /** Default handler: command `restart` acks, then calls the process-level restart hook. */
   @MessageHandler('command', 'restart')
   msgRestart(_content: unknown): void {
-    this.#pendingActionRequested = 'restart';
+    this.#pendingActionRequested.add('restart');
   }
 }
 brand(MessageProcessor, 'MessageProcessor');

@@ -147,7 +147,7 @@ test('1,000 messages sent to N/rr while the only N is stopped and started again 
 test('the unique queue outlives a restart but expires once the process is gone; quit deletes it', async (t) => {
   const { vhost, connection } = await freshVhost(t);
   // Long enough to survive a restart on a loaded machine, short enough for a test.
-  const topology = { uniqueQueueExpires: 4000 };
+  const topology = { uniqueQueueExpires: 8000 };
   const a = await app(t, connection, { name: 'N', host: 'H1', pid: 501, topology });
   await a.close('restart');
   await appProducer(connection).message_hit('kept', { _key: 'N:501@H1' });
@@ -156,7 +156,7 @@ test('the unique queue outlives a restart but expires once the process is gone; 
   await waitFor('message kept across the restart', () => again.hits.includes('kept'));
   await again.close('restart');
   t.true((await names()).includes('N:501@H1'), 'the unique queue is still there right after the restart');
-  await waitFor('unique queue expired', async () => !(await names()).includes('N:501@H1'), 20_000);
+  await waitFor('unique queue expired', async () => !(await names()).includes('N:501@H1'), 40_000);
   t.true((await names()).includes('N'), 'the shared queue stays');
 
   const q = await app(t, connection, { name: 'Q', host: 'H1', pid: 502 });

@@ -179,7 +179,7 @@ test('RPC: a late reply to an earlier try still answers the call', async (t) => 
   const { connection } = await freshVhost(t);
   await startProcessor(t, new Calculator({ connection }));
   const p = new CalcProducer({ connection });
-  const result = (await p.rpc_slow({ ms: 500 }, { _timeout: 0.3, _max_retry: 3 })) as MessageResult;
+  const result = (await p.rpc_slow({ ms: 500 }, { _timeout: 0.3, _max_retry: 9 })) as MessageResult;
   t.true(result.ok);
   t.is(result.value, 'done');
 });
@@ -260,4 +260,27 @@ test('a malformed reply becomes a MessageResultError', async (t) => {
   const result = await new Producer({ connection }).rpcCommand('x', {}, { _timeout: 5 });
   t.true(result instanceof MessageResultError);
   t.regex(result.message, /Malformed reply/);
+});
+
+test('producer.message_echo / rpc_echo put exactly the golden Python bodies on the wire', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const fixture = (f: string) => JSON.parse(readFileSync(new URL(`../fixtures/wire/${f}`, import.meta.url), 'utf8')) as Record<string, unknown>;
+  const { url, connection } = await freshVhost(t);
+  const a = await rawQueue(url, 'test-exchange', 'direct', 'golden');
+  t.teardown(() => a.close());
+  class Producer extends GenericProducer {
+    static override eks = [[TestExchange, 'golden']] as const;
+  }
+  const p = new Producer({ connection, fingerprint: fixture('fingerprint.json') });
+  await p.message_echo('A test message');
+  await p.message_sum({ a: 5, b: 6 });
+  await p.message_quit();
+  await p.message_join_group({ group_name: 'g1' });
+  await p.rpc_echo({ text: 'RPC test message' }, { _timeout: 0.2, _max_retry: 0 });
+  await waitFor('five bodies', () => a.bodies.length === 5);
+  t.deepEqual(a.bodies[0], fixture('message_command_string_parameters.json'));
+  t.deepEqual(a.bodies[1], fixture('message_command.json'));
+  t.deepEqual(a.bodies[2], fixture('message_command_no_parameters.json'));
+  t.deepEqual(a.bodies[3], fixture('join_group.json'));
+  t.deepEqual(a.bodies[4], fixture('rpc_command.json'));
 });

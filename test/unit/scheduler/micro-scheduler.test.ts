@@ -94,7 +94,9 @@ test('with a time slice, a thread that keeps stepping still yields to the others
   const busy = new Busy();
   const log: number[] = [];
   class Watcher extends MicroThread {
-    override step(): void {
+    // Waiting on a timer needs a real event-loop turn: only a yielding busy thread allows it.
+    override async step(): Promise<void> {
+      await new Promise((r) => setTimeout(r, 0));
       log.push(busy.steps);
       if (log.length >= 5) this.stop();
     }
