@@ -3,42 +3,10 @@
  * A field a daemon left out is shown as `-` rather than failing the whole listing: a fleet
  * may run several versions of postaged.
  */
+import type { ApplicationStatus, DaemonStatus } from 'postage';
 import { bytes, duration, percent, table, type Column } from './output.js';
 
-export interface MessageCounts {
-  received: number;
-  handled: number;
-  failed: number;
-  rejected: number;
-  deadLettered: number;
-  unhandled: number;
-}
-
-export interface ApplicationStatus {
-  name: string;
-  file: string | null;
-  state: string;
-  groups: string[];
-  queues: string[];
-  counts: MessageCounts;
-  error?: string;
-}
-
-export interface DaemonStatus {
-  name: string;
-  pid: number;
-  host: string;
-  version: string;
-  uptime: number;
-  generation: number;
-  restarts: number;
-  lastRestartReason: string | null;
-  startedAt: string;
-  cpu: number;
-  memory: number;
-  pluginDir: string;
-  applications: ApplicationStatus[];
-}
+export type { ApplicationStatus, DaemonStatus, MessageCounts } from 'postage';
 
 const rec = (v: unknown): Record<string, unknown> => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
 const num = (v: unknown): number => (typeof v === 'number' ? v : Number.NaN);

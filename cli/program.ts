@@ -5,8 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { readEnv } from 'postage';
-import { registerJoin } from './commands/join.js';
-import { registerLeave } from './commands/leave.js';
+import { registerGroupCommands } from './commands/group.js';
 import { registerPing } from './commands/ping.js';
 import { registerPs } from './commands/ps.js';
 import { registerQuit } from './commands/quit.js';
@@ -43,8 +42,7 @@ export function buildProgram(output: Output = stdio): Command {
   registerRpc(program, output);
   registerRestart(program, output);
   registerQuit(program, output);
-  registerJoin(program, output);
-  registerLeave(program, output);
+  registerGroupCommands(program, output);
   program.addHelpText('after', `\nRun "postage <command> --help" for a command's options and examples.\n\n${EXIT_CODES_HELP}`);
   return program;
 }

@@ -4,29 +4,7 @@
  * re-exec'ing the whole process (daemon/daemon.ts). Its unique queue is also bound to
  * `#daemons`, so `postage ps` finds every daemon on the vhost.
  */
-import { GenericApplication, MessageResult, RpcHandler, type ApplicationOptions, type ReplyFunc } from 'postage';
-import type { AppStatus } from './host.js';
-
-/** What RPC `status` answers, inside `MessageResult(value)` (the CLI codes against it). */
-export interface DaemonStatus {
-  name: string;
-  pid: number;
-  host: string;
-  version: string;
-  /** Seconds since the first generation started. */
-  uptime: number;
-  generation: number;
-  restarts: number;
-  lastRestartReason: string | null;
-  /** ISO time the first generation started. */
-  startedAt: string;
-  /** CPU percent (pidusage). */
-  cpu: number;
-  /** Resident set size in bytes (pidusage). */
-  memory: number;
-  pluginDir: string;
-  applications: AppStatus[];
-}
+import { GenericApplication, MessageResult, RpcHandler, type ApplicationOptions, type DaemonStatus, type ReplyFunc } from 'postage';
 
 export interface DaemonApplicationOptions extends ApplicationOptions {
   /** Builds the status value. */

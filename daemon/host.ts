@@ -5,24 +5,14 @@
  * recorded as `failed` with its reason; the others are never touched by it.
  */
 import type { Connection, ApplicationOptions, GenericApplication, Logger } from 'postage';
-import { MicroScheduler } from 'postage';
+import { MicroScheduler, type ApplicationStatus } from 'postage';
 import type { AppConfig, DaemonConfig } from './config.js';
 import { baseName, loadPlugin, type LoadedPlugin } from './plugin-loader.js';
 
 export type AppState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
-/** One application as `status` reports it (the CLI codes against this shape). */
-export interface AppStatus {
-  name: string;
-  /** The plugin file; null for the daemon's own application. */
-  file: string | null;
-  state: AppState;
-  groups: string[];
-  queues: string[];
-  counts: { received: number; handled: number; failed: number; rejected: number; deadLettered: number; unhandled: number };
-  /** Only when `state` is `failed`. */
-  error?: string;
-}
+/** One application as `status` reports it (the wire type shared with the CLI). */
+export type AppStatus = ApplicationStatus & { state: AppState };
 
 interface AppRecord {
   name: string;

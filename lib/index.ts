@@ -61,3 +61,4 @@ export type { ProcessorOptions, ProcessorStats, LifecycleEvent, DeadLetterTarget
 export type { RestartHook } from './processing/restart-hook.js';
 export type { ApplicationOptions } from './application/generic-application.js';
 export type { TopologyMode, TopologyOptions, Addresses, Identity } from './application/addressing.js';
+export type { DaemonStatus, ApplicationStatus, MessageCounts } from './application/daemon-status.js';

@@ -1,0 +1,44 @@
+/**
+ * The value a `postaged` daemon answers to RPC `status` (inside `MessageResult(value)`): a wire
+ * contract between the daemon and whoever reads it (the `postage` CLI, monitoring), kept here
+ * so both sides are typed by one declaration.
+ */
+import type { ProcessorStats } from '../processing/message-processor.js';
+
+/** Message counters of one application, as `status` reports them. */
+export type MessageCounts = Omit<ProcessorStats, 'invalid'>;
+
+/** One application of a daemon. */
+export interface ApplicationStatus {
+  name: string;
+  /** The plugin file; null for the daemon's own application. */
+  file: string | null;
+  /** `starting`, `running`, `stopping`, `stopped` or `failed` (a string: readers must tolerate newer states). */
+  state: string;
+  groups: string[];
+  queues: string[];
+  counts: MessageCounts;
+  /** Only when `state` is `failed`. */
+  error?: string;
+}
+
+/** A daemon's process and every application it runs. */
+export interface DaemonStatus {
+  name: string;
+  pid: number;
+  host: string;
+  version: string;
+  /** Seconds since the first generation started. */
+  uptime: number;
+  generation: number;
+  restarts: number;
+  lastRestartReason: string | null;
+  /** ISO time the first generation started. */
+  startedAt: string;
+  /** CPU percent (pidusage). */
+  cpu: number;
+  /** Resident set size in bytes (pidusage). */
+  memory: number;
+  pluginDir: string;
+  applications: ApplicationStatus[];
+}
