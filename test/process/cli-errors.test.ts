@@ -43,6 +43,7 @@ test('broker unreachable: exit 69, the URL without its password, no stack trace,
   t.false(r.stdout.includes('s3cret'));
   t.notRegex(r.stderr, /\n\s+at /, 'no stack trace');
   t.is(r.stderr.trim().split('\n').length, 1, 'one line');
+  // One attempt, no retry loop (connectAttempts 10 with backoff would take ~30 s).
   t.true(r.ms < 15_000, `took ${r.ms} ms`);
 });
 
@@ -138,7 +139,6 @@ brokerTest('ping on a key nobody listens to exits 3 within the timeout', async (
   t.is(r.stdout, '');
   t.regex(r.stderr, /no reply to ping on key 'nobody-here' within 1 s/);
   t.true(r.ms >= 1000, `waited the timeout (${r.ms} ms)`);
-  t.true(r.ms < 10_000, `and not much longer (${r.ms} ms)`);
   const json = await postage(['ping', 'nobody-here', '--timeout', '0.5', '--json'], { POSTAGE_URL: url });
   t.is(json.code, 3);
   t.deepEqual(JSON.parse(json.stdout), []);
