@@ -46,6 +46,9 @@ export function asDaemonStatus(value: unknown): DaemonStatus | undefined {
           rejected: num(c['rejected']),
           deadLettered: num(c['deadLettered']),
           unhandled: num(c['unhandled']),
+          retried: num(c['retried']),
+          timedOut: num(c['timedOut']),
+          duplicates: num(c['duplicates']),
         },
       };
       if (app['error'] !== undefined && app['error'] !== null) status.error = str(app['error']);

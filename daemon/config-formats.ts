@@ -4,7 +4,7 @@
  * a string that does not parse is kept as it is, so that the error shows what was given.
  */
 import convict from 'convict';
-import { checkName, redactUrl } from 'postage';
+import { checkName, redactUrl } from 'postage/internal';
 import { ConfigError } from './config-error.js';
 
 function assert(ok: boolean, message: string): asserts ok {
@@ -32,16 +32,28 @@ export function isName(value: unknown): boolean {
   }
 }
 
+/** Node fires a timer set above 2^31 - 1 ms after 1 ms instead: the largest usable delay. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** AMQP's prefetch count is a 16-bit field. */
+export const MAX_PREFETCH = 65535;
+
 const formats = {
   'postaged-ms': {
     validate(x: unknown) {
-      assert(Number.isInteger(x) && (x as number) >= 0, 'must be a whole number of milliseconds (0 or more)');
+      assert(Number.isInteger(x) && (x as number) >= 0 && (x as number) <= MAX_TIMER_MS, `must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS} (about 24.8 days)`);
     },
     coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
   },
   'postaged-positive-int': {
     validate(x: unknown) {
       assert(Number.isInteger(x) && (x as number) > 0, 'must be a whole number greater than 0');
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
+  'postaged-prefetch': {
+    validate(x: unknown) {
+      assert(Number.isInteger(x) && (x as number) >= 1 && (x as number) <= MAX_PREFETCH, `must be a whole number from 1 to ${MAX_PREFETCH}`);
     },
     coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
   },
@@ -114,7 +126,7 @@ function describe(value: unknown): string {
   return s.length > 120 ? `${s.slice(0, 117)}...` : s;
 }
 
-const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency']);
+const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency', 'handlerTimeout', 'maxAttempts']);
 
 /** Checks `apps.<name>` entries (convict sees `apps` as one object). @internal */
 export function validateApps(apps: Record<string, unknown>): void {
@@ -131,7 +143,9 @@ export function validateApps(apps: Record<string, unknown>): void {
       if (k === 'enabled' && typeof v !== 'boolean') bad('must be true or false');
       if (k === 'groups' && !(Array.isArray(v) && v.every(isName))) bad('must be a list of group names without "@", "#", "/", ":" or spaces');
       if (k === 'settings' && (v === null || typeof v !== 'object' || Array.isArray(v))) bad('must be an object');
-      if ((k === 'prefetch' || k === 'concurrency') && !(Number.isInteger(v) && (v as number) > 0)) bad('must be a whole number greater than 0');
+      if (k === 'prefetch' && !(Number.isInteger(v) && (v as number) >= 1 && (v as number) <= MAX_PREFETCH)) bad(`must be a whole number from 1 to ${MAX_PREFETCH}`);
+      if ((k === 'concurrency' || k === 'maxAttempts') && !(Number.isInteger(v) && (v as number) > 0)) bad('must be a whole number greater than 0');
+      if (k === 'handlerTimeout' && !(Number.isInteger(v) && (v as number) >= 0 && (v as number) <= MAX_TIMER_MS)) bad(`must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS}`);
     }
   }
 }

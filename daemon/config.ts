@@ -27,6 +27,10 @@ export interface AppConfig {
   prefetch?: number;
   /** Overrides `defaults.concurrency` for this application. */
   concurrency?: number;
+  /** Overrides `defaults.handlerTimeout` for this application. */
+  handlerTimeout?: number;
+  /** Overrides `defaults.maxAttempts` for this application. */
+  maxAttempts?: number;
 }
 
 export interface DaemonConfig {
@@ -38,10 +42,10 @@ export interface DaemonConfig {
   startTimeout: number;
   drainTimeout: number;
   shutdownTimeout: number;
-  restart: { dedupeWindow: number };
+  restart: { dedupeWindow: number; coalesceSkew: number };
   log: { level: 'error' | 'warn' | 'info' | 'debug'; format: 'auto' | 'json' | 'pretty' };
   broker: { url: string[]; hosts: string[]; port: number; vhost: string; user: string; password: string; heartbeat: number; connectAttempts: number };
-  defaults: { prefetch: number; concurrency: number };
+  defaults: { prefetch: number; concurrency: number; handlerTimeout: number; maxAttempts: number };
   topology: { mode: 'durable' | 'postage'; sharedQueueExpires: number; uniqueQueueExpires: number; quorum: boolean };
   apps: Record<string, AppConfig>;
 }
@@ -103,10 +107,16 @@ export const schema = {
   },
   restart: {
     dedupeWindow: {
-      doc: 'Milliseconds a restart command id is remembered (across re-execs) so that each command restarts once.',
+      doc: 'Milliseconds a control command id (AMQP message_id) is remembered, across re-execs, so that a copy delivered again is not acted on twice.',
       format: 'postaged-ms',
       default: 600_000,
       env: 'POSTAGED_RESTART_DEDUPE_WINDOW',
+    },
+    coalesceSkew: {
+      doc: "A restart sent (by the sender's clock) more than this many ms before the current generation started is already satisfied and ignored, so a storm of restarts ends in few re-execs. It allows for clocks that differ between hosts.",
+      format: 'postaged-ms',
+      default: 1000,
+      env: 'POSTAGED_RESTART_COALESCE_SKEW',
     },
   },
   log: {
@@ -180,8 +190,8 @@ export const schema = {
   },
   defaults: {
     prefetch: {
-      doc: 'Broker prefetch per application (apps.<name>.prefetch overrides it).',
-      format: 'postaged-positive-int',
+      doc: 'Broker prefetch per application, 1 to 65535 (apps.<name>.prefetch overrides it).',
+      format: 'postaged-prefetch',
       default: 50,
       env: 'POSTAGED_PREFETCH',
     },
@@ -190,6 +200,18 @@ export const schema = {
       format: 'postaged-positive-int',
       default: 1,
       env: 'POSTAGED_CONCURRENCY',
+    },
+    handlerTimeout: {
+      doc: "Milliseconds a handler may run; past it the message is dead-lettered (reason `timeout`), an RPC is answered with a TimeoutError, and the application goes on. 0: no limit. Keep it well below the broker's consumer timeout (30 min), which would close the whole channel.",
+      format: 'postaged-ms',
+      default: 300_000,
+      env: 'POSTAGED_HANDLER_TIMEOUT',
+    },
+    maxAttempts: {
+      doc: 'Tries a message whose handler throws gets in all (with backoff from 100 ms to 5 s, the attempt recorded in `x-postage-attempt`), before it is dead-lettered with the error. 1: no retry.',
+      format: 'postaged-positive-int',
+      default: 5,
+      env: 'POSTAGED_MAX_ATTEMPTS',
     },
   },
   topology: {
@@ -219,7 +241,7 @@ export const schema = {
     },
   },
   apps: {
-    doc: 'Per-application options by application name: `{ "<name>": { "enabled", "groups", "settings", "prefetch", "concurrency" } }`.',
+    doc: 'Per-application options by application name: `{ "<name>": { "enabled", "groups", "settings", "prefetch", "concurrency", "handlerTimeout", "maxAttempts" } }`.',
     format: Object,
     default: {} as Record<string, AppConfig>,
   },

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { Connection, DAEMON_DISCOVERY_KEY, setRestartHook, type ConnectionOptions, type DaemonStatus, type LifecycleEvent, type Logger } from 'postage';
+import { Connection, DAEMON_DISCOVERY_KEY, type ConnectionOptions, type ControlEvent, type DaemonStatus, type GenericApplication, type Logger } from 'postage';
+import { reachesWholeProcess } from 'postage/internal';
 import type { DaemonConfig } from './config.js';
 import { DaemonApplication } from './daemon-application.js';
 import { Host, type RootLogger } from './host.js';
@@ -37,12 +38,14 @@ const pidusageOf = createRequire(import.meta.url)('pidusage') as (pid: number, o
 /** CPU percent is measured between two calls; the history is kept an hour (pidusage's default is a minute). */
 const pidusage = (pid: number): Promise<PidUsage> => pidusageOf(pid, { maxage: 3600_000 });
 
-/** The broker options of the configuration, as the library takes them. */
+/**
+ * The broker options of the configuration, as the library takes them. Every field is given,
+ * so the library reads nothing from the environment (the configuration already did).
+ */
 export function connectionOptions(config: Readonly<DaemonConfig>, host: string, logger: Logger): ConnectionOptions {
   const b = config.broker;
-  const common = { heartbeat: b.heartbeat, connectAttempts: b.connectAttempts, clientName: `postaged ${config.name} ${process.pid}@${host}`, logger };
-  if (b.url.length > 0) return { ...common, url: [...b.url] };
-  return { ...common, hosts: [...b.hosts], port: b.port, vhost: b.vhost, user: b.user, password: b.password };
+  const common = { heartbeat: b.heartbeat, connectAttempts: b.connectAttempts, clientName: `postaged ${config.name} ${process.pid}@${host}`, identity: { host }, logger };
+  return { ...common, url: [...b.url], hosts: [...b.hosts], port: b.port, vhost: b.vhost, user: b.user, password: b.password };
 }
 
 export class Daemon {
@@ -56,10 +59,12 @@ export class Daemon {
   phase: Phase = 'starting';
   private stopAfterRestart = false;
   private finished = false;
+  /** Every running application's groups when the generation closed, for the next one. */
+  private groupsAtClose: Record<string, string[]> = {};
 
   constructor(private readonly options: DaemonOptions) {
     const { config, logger } = options;
-    this.host = config.host || process.env['POSTAGE_HOSTNAME'] || os.hostname();
+    this.host = config.host || os.hostname();
     this.pluginDir = path.resolve(config.pluginDir);
     this.log = logger.child({ app: config.name });
     this.connection = new Connection(connectionOptions(config, this.host, logger.child({ app: config.name, component: 'broker' })));
@@ -71,9 +76,8 @@ export class Daemon {
   async start(): Promise<void> {
     const t0 = performance.now();
     const { config, state } = this.options;
-    setRestartHook((event) => this.onRestartCommand(event));
     await this.connection.ready();
-    const host = new Host({ connection: this.connection, logger: this.options.logger, config, host: this.host });
+    const host = new Host({ connection: this.connection, logger: this.options.logger, config, state, host: this.host, onControl: (app, isDaemon, event) => this.onControl(app, isDaemon, event) });
     this.hostApps = host;
     const own = new DaemonApplication({
       name: config.name,
@@ -84,10 +88,6 @@ export class Daemon {
       topology: { ...config.topology },
       extraKeys: [DAEMON_DISCOVERY_KEY],
       status: () => this.status(),
-    });
-    // `quit` to the daemon (or to P@H): the library stops the daemon's application; stop the rest.
-    own.events.on('stopped', (event: { reason: string }) => {
-      if (event.reason === 'quit') void this.stop('quit command', 'quit');
     });
     if ((await host.run(own, null)) === 'failed') throw new Error(`the daemon's own application ${config.name} could not start (see the log)`);
     const files = fs
@@ -122,15 +122,40 @@ export class Daemon {
     });
   }
 
-  private onRestartCommand(event: LifecycleEvent): void {
-    const id = event.messageId ?? 'unknown';
-    const app = event.processor.fingerprint.name;
-    if (!this.options.state.claim(id)) {
-      this.log.info('restart command already acted on: ignored', { to: app, messageId: id });
+  /**
+   * A `quit` or `restart` an application handled. Acted on exactly once, from what the
+   * delivery says, without hashing bodies (Python sends identical restart bodies, and each
+   * must be obeyed):
+   * - only `P@H` and `@H` reach several applications of this process, and the daemon's own
+   *   application gets a copy of both: a plugin leaves those to it;
+   * - a command with a `message_id` already acted on (a copy delivered again, in this
+   *   generation or the next) is ignored;
+   * - a restart sent before this generation started is already satisfied (coalesced).
+   * `quit` to the daemon's own application stops everything; to a plugin, only that plugin
+   * (the library already stopped it).
+   */
+  private onControl(app: GenericApplication, isDaemon: boolean, event: ControlEvent): void {
+    const { state, config } = this.options;
+    const to = app.name;
+    const meta = { to, key: event.routingKey, ...(event.messageId ? { messageId: event.messageId } : {}) };
+    if (event.kind === 'quit') {
+      if (isDaemon) void this.stop('quit command', 'quit');
       return;
     }
-    // Not awaited: the hook runs inside that application's step, and the restart closes it.
-    void this.restart(`restart command to ${app}`, id);
+    if (!isDaemon && reachesWholeProcess(event.routingKey)) {
+      this.log.debug('restart on a key every application of this process gets: left to the daemon', meta);
+      return;
+    }
+    if (event.messageId !== undefined && !state.claim(event.messageId)) {
+      this.log.info('restart command already acted on: ignored', meta);
+      return;
+    }
+    if (event.sentAt !== undefined && event.sentAt < state.generationStartedAt - config.restart.coalesceSkew) {
+      this.log.info('restart command sent before this generation started: already satisfied', { ...meta, sentAt: new Date(event.sentAt).toISOString(), generation: state.generation });
+      return;
+    }
+    // Not awaited: the event comes from inside that application's step, and the restart closes it.
+    void this.restart(`restart command to ${to}`, event.messageId);
   }
 
   private async onAdd(file: string): Promise<void> {
@@ -138,7 +163,7 @@ export class Daemon {
     if (this.hostApps.isLive(file)) return this.onChange([file]);
     const t0 = performance.now();
     this.log.info('new plugin file: loading it live', { file });
-    await this.hostApps.addPlugins([file]);
+    await this.hostApps.addPlugins([file], { revive: true });
     this.log.info('plugin file handled', { file, ms: Math.round(performance.now() - t0) });
   }
 
@@ -153,7 +178,7 @@ export class Daemon {
     }
     // Not running (failed, quit or disabled): try it again, live.
     this.log.info('plugin file changed: loading it again', { files });
-    await host.addPlugins(files);
+    await host.addPlugins(files, { revive: true });
   }
 
   private async onRemove(file: string): Promise<void> {
@@ -175,7 +200,7 @@ export class Daemon {
       return;
     }
     this.log.info('re-exec', { nextGeneration: this.options.state.generation + 1, reason, closeMs: Math.round(performance.now() - t0) });
-    this.end({ kind: 'exec', state: this.options.state.next(reason) });
+    this.end({ kind: 'exec', state: this.options.state.next(reason, this.groupsAtClose) });
   }
 
   /**
@@ -201,8 +226,8 @@ export class Daemon {
     const watcher = this.watcher;
     this.watcher = undefined;
     await watcher?.close().catch(() => undefined);
+    this.groupsAtClose = this.hostApps?.groups() ?? {};
     await this.hostApps?.close(reason);
-    setRestartHook(undefined);
     // Closing the connection flushes the acks sent on its channels.
     await this.connection.close(reason);
     await Connection.closeAll(reason);

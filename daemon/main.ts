@@ -87,7 +87,6 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
 
   const state = RestartState.fromEnv(env[STATE_ENV], config.restart.dedupeWindow);
   delete env[STATE_ENV]; // not for the plugins' child processes; set again before an exec
-  if (config.host) env['POSTAGE_HOSTNAME'] = config.host; // fingerprints of plugin producers agree with addresses
   const logger = createLogger({ level: config.log.level, format: config.log.format, secrets: secretsOf(config), ...(config.host ? { host: config.host } : {}) });
   const log = logger.child({ app: config.name });
   for (const w of loaded.warnings) log.warn(w);

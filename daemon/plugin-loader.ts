@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { GenericApplication } from 'postage';
+import { GenericApplication, PostageError } from 'postage';
 import { isName } from './config-formats.js';
 
 /** File extensions loaded as plugins. */
@@ -61,7 +61,7 @@ export async function loadPlugin(file: string, options: LoadPluginOptions = {}):
     const url = `${pathToFileURL(absolute).href}?v=${Math.trunc(stat.mtimeMs)}`;
     const timeout = options.timeout ?? 10_000;
     const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`import did not finish within ${timeout} ms`)), timeout);
+      timer = setTimeout(() => reject(new PostageError('POSTAGE_ERR_TIMEOUT', `import did not finish within ${timeout} ms`, { what: 'import', timeoutMs: timeout })), timeout);
     });
     ns = (await Promise.race([import(url), expired])) as Record<string, unknown>;
   } catch (err) {

@@ -1,7 +1,7 @@
 /**
  * Secrets of the configuration: never printed (`--print-config`) and scrubbed from logs.
  */
-import { redactUrl } from 'postage';
+import { redactUrl } from 'postage/internal';
 import type { DaemonConfig } from './config.js';
 
 /** Keys of the secrets, redacted everywhere they could be printed. */

@@ -27,8 +27,8 @@ export function registerStatus(program: Command, output: Output): void {
     process.exitCode = await withSession(options, async (session) => {
       const all = await session.collect(key, 'status', {}, { timeout: options.timeout, ...(expect === undefined ? {} : { expect }) });
       // A fan-out key such as P@H or @H also reaches plain applications, which have no
-      // "status" handler: their "unknown RPC command" answers are not daemons' failures.
-      const replies = reach === 'single' ? all : all.filter((r) => r.ok || !/^unknown RPC command 'status'/.test(r.message));
+      // "status" handler: their "unknown command" answers are not daemons' failures.
+      const replies = reach === 'single' ? all : all.filter((r) => r.ok || r.code !== 'POSTAGE_ERR_UNKNOWN_COMMAND');
       if (options.json) output.out(json(replies.map(replyJson)));
       else {
         const blocks = replies

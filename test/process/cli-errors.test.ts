@@ -38,7 +38,7 @@ const UNREACHABLE = 'amqp://guest:s3cret@127.0.0.1:1/';
 test('broker unreachable: exit 69, the URL without its password, no stack trace, promptly', async (t) => {
   const r = await postage(['ping', 'anything'], { POSTAGE_URL: UNREACHABLE });
   t.is(r.code, 69, r.stderr);
-  t.regex(r.stderr, /broker unreachable at amqp:\/\/guest:\*\*\*@127\.0\.0\.1:1\//);
+  t.regex(r.stderr, /broker unreachable at amqp:\/\/guest@127\.0\.0\.1:1\//);
   t.false(r.stderr.includes('s3cret'));
   t.false(r.stdout.includes('s3cret'));
   t.notRegex(r.stderr, /\n\s+at /, 'no stack trace');
@@ -113,7 +113,7 @@ test('a --config file is read with the environment above it, as postaged reads i
   writeFileSync(file, '{\n  // comments are allowed, as in postaged\n  "broker": {"hosts": ["127.0.0.1"], "port": 1, "password": "fromfile"}\n}\n');
   const r = await postage(['ping', '--config', file]);
   t.is(r.code, 69);
-  t.regex(r.stderr, /amqp:\/\/guest:\*\*\*@127\.0\.0\.1:1\//);
+  t.regex(r.stderr, /broker unreachable at amqp:\/\/guest@127\.0\.0\.1:1\//, 'the node, without any password');
   t.false(r.stderr.includes('fromfile'));
   const env = await postage(['ping', '--config', file], { POSTAGE_PORT: '2' });
   t.regex(env.stderr, /127\.0\.0\.1:2\//, 'the environment wins over the file');

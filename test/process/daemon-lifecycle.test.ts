@@ -121,7 +121,7 @@ brokerTest('status returns every field, with the right types', async (t) => {
   t.is(own['state'], 'running');
   t.deepEqual(own['queues'], ['statusd', 'statusd@status-host', `statusd:${daemon.pid}@status-host`]);
   const echo = apps.find((a) => a['name'] === 'echo-ts')!;
-  t.deepEqual(echo['counts'], { received: 1, handled: 1, failed: 0, rejected: 0, deadLettered: 0, unhandled: 0 });
+  t.deepEqual(echo['counts'], { received: 1, handled: 1, failed: 0, rejected: 0, deadLettered: 0, unhandled: 0, retried: 0, timedOut: 0, duplicates: 0 });
   t.deepEqual(echo['groups'], []);
   const bad = apps.find((a) => a['name'] === 'bad-export')!;
   t.is(bad['state'], 'failed');

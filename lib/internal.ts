@@ -1,0 +1,14 @@
+/**
+ * `postage/internal`: what the daemon (`postaged`) and the CLI (`postage`) of this package
+ * need from the library beyond its public surface. Not for applications: these names may
+ * change in any release.
+ */
+export { brokerEnv, debugMode, splitList, BROKER_DEFAULTS } from './env.js';
+export { resolveBroker, displayTarget, parseHost, redactUrl } from './amqp/broker-address.js';
+export { validateBody } from './wire/message.js';
+export { SENT_AT_HEADER } from './messaging/generic-producer.js';
+export { ATTEMPT_HEADER } from './processing/settlement.js';
+export { applicationBindings, queueFlags, checkName, reachesWholeProcess } from './application/addressing.js';
+
+export type { EnvBrokerSettings } from './env.js';
+export type { BrokerTarget, BrokerOverride, ResolvedBroker } from './amqp/broker-address.js';
