@@ -8,7 +8,7 @@
  * when exactly one call is pending and none timed out in the last minute, so the others
  * time out (after Python already answered). Flip them to `peerTest` when the fix lands.
  */
-import { GenericApplicationExchange, GenericProducer, type Connection, type MessageResult } from 'postage';
+import { GenericApplicationExchange, GenericProducer, RpcCommand, type Connection, type MessageResult } from 'postage';
 import { freshVhost } from '../helpers/broker.js';
 import { pluginCopies } from '../helpers/interop-apps.js';
 import { peerTest, startPythonApp, type PythonApp } from '../helpers/python-peer.js';
@@ -31,6 +31,18 @@ peerTest('one call at a time from the library to a Python responder is answered 
     const r = await p.rpcCommand('echo', { i }, { _key: 'py-echo/rr', _timeout: 10, _max_retry: 0 });
     t.deepEqual(r.value, { i });
   }
+});
+
+peerTest('_queue_only calls (a fresh exclusive reply queue each, as Python did) are answered at any concurrency today', async (t) => {
+  const { vhost, connection } = await freshVhost(t, 'interop');
+  await startPythonApp(t, vhost, { name: 'py-echo' });
+  const p = producer(connection);
+  const queues = await Promise.all(Array.from({ length: 6 }, (_, i) => p.rpcQueue(new RpcCommand('echo', { i }), { _key: 'py-echo/rr' })));
+  const replies = await Promise.all(queues.map((q) => p.fetchResult(q, 10)));
+  t.deepEqual(
+    replies.map((r) => r.value),
+    Array.from({ length: 6 }, (_, i) => ({ i })),
+  );
 });
 
 // Issue 11 item 1: several concurrent calls on one connection to a Python responder.
