@@ -189,6 +189,19 @@ export class PeerProcess {
       .join('\n')}\nstderr: ${this.stderr.slice(-2000)}`;
   }
 
+  /** The exit, or a rejection with the last events when the process is still running after `timeout` ms. */
+  async waitForExit(timeout = 30_000): Promise<PeerExit> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${this.label} still running after ${timeout} ms\n${this.tail()}`)), timeout);
+    });
+    try {
+      return await Promise.race([this.exited, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** SIGTERM, then SIGKILL after `graceMs`. */
   async stop(graceMs = 5000): Promise<PeerExit> {
     if (this.exit) return this.exit;

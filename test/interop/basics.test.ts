@@ -164,7 +164,7 @@ peerTest('restart from TypeScript re-execs the Python process (same PID); quit e
   const ping = await p.rpcCommand('ping', {}, { _key: py.uniqueKey, _timeout: 10, _max_retry: 0 });
   t.is((ping.value as { pid?: string }).pid, String(py.pid));
   await p.sendCommand('quit', {}, { _key: 'py-echo' });
-  const exit = await py.exited;
+  const exit = await py.waitForExit();
   t.deepEqual(exit, { code: 0, signal: null });
 });
 
@@ -227,5 +227,5 @@ peerTest('the CLI to a Python application: ping, rpc, an exception (exit 1), sen
   t.is((await postage(url, ['restart', py.uniqueKey])).code, 0);
   await py.waitForEvent((e) => e.event === 'ready' && e['generation'] === 2);
   t.is((await postage(url, ['quit', py.uniqueKey])).code, 0);
-  t.deepEqual(await py.exited, { code: 0, signal: null });
+  t.deepEqual(await py.waitForExit(), { code: 0, signal: null });
 });

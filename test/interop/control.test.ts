@@ -61,6 +61,17 @@ async function settled(f: Fleet, apps: readonly string[]): Promise<DaemonStatus>
   return status(f);
 }
 
+/** The daemon's exit, or a failure naming what it last logged if it is still running after `ms`. */
+async function exitOf(daemon: DaemonProcess, ms = 30_000): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(`still running after ${ms} ms; last lines:\n${daemon.tail()}`), ms);
+  });
+  const exit = await Promise.race([daemon.exited, late]);
+  clearTimeout(timer);
+  return exit;
+}
+
 const ready = (f: Fleet, generation: number): Promise<unknown> => f.daemon.waitForLine((l) => l.message === 'postaged ready' && l['generation'] === generation, { timeout: 30_000 });
 
 for (const [label, key] of [
@@ -127,7 +138,7 @@ peerTest('quit sent by Python with identical bodies to N, N@H and N:P@H stops ea
   t.is(s.applications.find((a) => a.name === 'postaged')?.state, 'running', 'quitting applications leaves the daemon running');
   t.is(f.daemon.exit, undefined);
   await f.py.send(f.pkey, 'quit');
-  t.deepEqual(await f.daemon.exited, { code: 0, signal: null });
+  t.deepEqual(await exitOf(f.daemon), { code: 0, signal: null });
 });
 
 for (const [label, key] of [
@@ -137,7 +148,7 @@ for (const [label, key] of [
   peerTest(`quit sent by Python to ${label} stops the whole daemon (exit 0)`, async (t) => {
     const f = await fleet(t);
     await f.py.send(key(f), 'quit');
-    t.deepEqual(await f.daemon.exited, { code: 0, signal: null });
+    t.deepEqual(await exitOf(f.daemon), { code: 0, signal: null });
   });
 }
 

@@ -52,7 +52,7 @@ peerTest.failing('several concurrent calls from one connection to a Python respo
   const p = producer(connection);
   const n = 6;
   const started = Date.now();
-  const replies = await Promise.all(Array.from({ length: n }, (_, i) => p.rpcCommand('echo', { i }, { _key: 'py-echo/rr', _timeout: 2, _max_retry: 2 })));
+  const replies = await Promise.all(Array.from({ length: n }, (_, i) => p.rpcCommand('echo', { i }, { _key: 'py-echo/rr', _timeout: 5, _max_retry: 1 })));
   t.log(`${n} concurrent calls: ${Date.now() - started} ms; requests Python handled: ${requests(py, 'echo')}`);
   t.deepEqual(
     replies.map((r) => [r.ok, r.value]),
@@ -111,7 +111,7 @@ peerTest.failing('several plugins of one daemon calling a Python responder at th
   await startDaemon(t, { url, args: ['--plugins', pluginCopies(t, 'interop.mjs', relays), '--no-watch'] });
   const control = controlProducer(connection);
   const results = await Promise.all(
-    relays.map((name) => control.rpcCommand('relay', { key: 'py-echo/rr', name: 'echo', params: `via ${name}`, timeout: 2, retries: 2 }, { _key: `${name}/rr`, _timeout: 60, _max_retry: 0 })),
+    relays.map((name) => control.rpcCommand('relay', { key: 'py-echo/rr', name: 'echo', params: `via ${name}`, timeout: 5, retries: 1 }, { _key: `${name}/rr`, _timeout: 60, _max_retry: 0 })),
   );
   t.log(`requests Python handled: ${requests(py, 'echo')} for ${relays.length} calls; relay times: ${results.map((r) => (r.value as { ms?: number }).ms).join(', ')} ms`);
   t.deepEqual(
