@@ -359,8 +359,8 @@ class Application(object):
                     raise
             self.channel.basic_ack(delivery_tag=method.delivery_tag)
         except (QuitRequested, RestartRequested):
+            # The handler already stopped consuming (cancel first, then the ack, as in 1.2.1).
             self.channel.basic_ack(delivery_tag=method.delivery_tag)
-            self.channel.stop_consuming()
             raise
         except Exception as exc:
             emit(event='unmanaged-exception', error='{0}: {1}'.format(exc.__class__.__name__, exc),
@@ -369,9 +369,11 @@ class Application(object):
 
     # MessageProcessor and GenericApplication handlers
     def msg_quit(self, content, method):
+        self.channel.stop_consuming()
         raise QuitRequested()
 
     def msg_restart(self, content, method):
+        self.channel.stop_consuming()
         raise RestartRequested()
 
     def msg_join_group(self, content, method):
