@@ -139,7 +139,10 @@ export class Daemon {
     const to = app.name;
     const meta = { to, key: event.routingKey, ...(event.messageId ? { messageId: event.messageId } : {}) };
     if (event.kind === 'quit') {
-      if (isDaemon) void this.stop('quit command', 'quit');
+      if (isDaemon) {
+        event.hold();
+        void this.stop('quit command', 'quit');
+      }
       return;
     }
     if (!isDaemon && reachesWholeProcess(event.routingKey)) {
@@ -154,7 +157,10 @@ export class Daemon {
       this.log.info('restart command sent before this generation started: already satisfied', { ...meta, sentAt: new Date(event.sentAt).toISOString(), generation: state.generation });
       return;
     }
-    // Not awaited: the event comes from inside that application's step, and the restart closes it.
+    // The commands behind this one stay queued for the next generation (a second restart from
+    // Python must restart it again). Not awaited: the event comes from inside that
+    // application's step, and the restart closes it.
+    event.hold();
     void this.restart(`restart command to ${to}`, event.messageId);
   }
 

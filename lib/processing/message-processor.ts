@@ -94,6 +94,12 @@ export interface ControlEvent {
   sentAt: number | undefined;
   /** The broker delivered it before (a connection was lost before its ack). */
   redelivered: boolean;
+  /**
+   * For a listener that acts on the command (and will close the processor): the processor
+   * takes no further message, so that the ones behind it (another restart, say) stay in
+   * the queue for whoever consumes it next, instead of being handled and acked meanwhile.
+   */
+  hold(): void;
 }
 
 /** Events of a processor. */
@@ -155,6 +161,8 @@ export class MessageProcessor extends MicroThread {
   #closing: Promise<void> | undefined;
   readonly #invalidLog: RateLimitedLog;
   readonly #started = deferred();
+  /** A control listener acts on a command: take no further message. */
+  #held = false;
   /** Set by the default `quit` / `restart` handlers, read after the ack of that message. */
   readonly #controlRequested = new Set<'quit' | 'restart'>();
   /** Whether per-message debug tracing is on (building its metadata costs on a hot path). */
@@ -255,7 +263,7 @@ export class MessageProcessor extends MicroThread {
 
   /** Dispatches the next message (or waits for one). */
   override async step(): Promise<void> {
-    const stopping = this.#lifecycle === 'stopping' || this.#lifecycle === 'stopped';
+    const stopping = this.#lifecycle === 'stopping' || this.#lifecycle === 'stopped' || this.#held;
     let delivery = stopping ? undefined : this.#inbox.shift();
     // A delivery from a channel that is gone will be delivered again by the broker: handling
     // it now would handle it twice (its ack could not be sent anyway).
@@ -374,6 +382,9 @@ export class MessageProcessor extends MicroThread {
       routingKey: delivery.message.fields.routingKey,
       sentAt: Number.isFinite(sentAt) && sentAt > 0 ? sentAt : undefined,
       redelivered: delivery.message.fields.redelivered,
+      hold: () => {
+        this.#held = true;
+      },
     };
     if (body.name === 'restart' && this.events.listenerCount('control') === 0) {
       this.logger.warn('restart requested, but nothing here restarts the process (no control listener): ignored');

@@ -4,9 +4,8 @@
  * once on one connection, a call timing out (or answered late) beside others, and several
  * plugins of one daemon (one shared connection) calling Python at the same time.
  *
- * The `test.failing` ones fail today: the RPC client matches a correlation-less reply only
- * when exactly one call is pending and none timed out in the last minute, so the others
- * time out (after Python already answered). Flip them to `peerTest` when the fix lands.
+ * Each call has a reply channel of its own (direct reply-to is per channel), so any reply
+ * arriving there is that call's, with or without a correlation id.
  */
 import { GenericApplicationExchange, GenericProducer, RpcCommand, type Connection, type MessageResult } from 'postage';
 import { freshVhost } from '../helpers/broker.js';
@@ -46,13 +45,15 @@ peerTest('_queue_only calls (a fresh exclusive reply queue each, as Python did) 
 });
 
 // Issue 11 item 1: several concurrent calls on one connection to a Python responder.
-peerTest.failing('several concurrent calls from one connection to a Python responder are each answered once, with their own reply', async (t) => {
+peerTest('several concurrent calls from one connection to a Python responder are each answered once, with their own reply', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop');
   const py = await startPythonApp(t, vhost, { name: 'py-echo' });
   const p = producer(connection);
   const n = 6;
   const started = Date.now();
-  const replies = await Promise.all(Array.from({ length: n }, (_, i) => p.rpcCommand('echo', { i }, { _key: 'py-echo/rr', _timeout: 5, _max_retry: 1 })));
+  // A generous try: Python handles one request at a time (prefetch 1), and a re-send caused by a
+  // loaded machine would make the count below wrong for a reason that is not the one tested.
+  const replies = await Promise.all(Array.from({ length: n }, (_, i) => p.rpcCommand('echo', { i }, { _key: 'py-echo/rr', _timeout: 30, _max_retry: 1 })));
   t.log(`${n} concurrent calls: ${Date.now() - started} ms; requests Python handled: ${requests(py, 'echo')}`);
   t.deepEqual(
     replies.map((r) => [r.ok, r.value]),
@@ -62,7 +63,7 @@ peerTest.failing('several concurrent calls from one connection to a Python respo
 });
 
 // Issue 11 item 1: a call that times out must not make the next calls time out.
-peerTest.failing('a call to a Python responder that times out does not break the calls after it', async (t) => {
+peerTest('a call to a Python responder that times out does not break the calls after it', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop');
   const py = await startPythonApp(t, vhost, { name: 'py-echo' });
   const p = producer(connection);
@@ -76,7 +77,7 @@ peerTest.failing('a call to a Python responder that times out does not break the
 });
 
 // Issue 11 item 1: a late reply (after its call timed out) must be dropped, never given to another call.
-peerTest.failing('a late Python reply to a call that timed out never answers the call pending beside it', async (t) => {
+peerTest('a late Python reply to a call that timed out never answers the call pending beside it', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop');
   const slowApp = await startPythonApp(t, vhost, { name: 'py-slow' });
   await startPythonApp(t, vhost, { name: 'py-echo' });
@@ -104,7 +105,7 @@ peerTest('one plugin of a daemon calling a Python responder, one call at a time,
 });
 
 // Issue 11 item 1: inside the daemon every plugin shares one connection.
-peerTest.failing('several plugins of one daemon calling a Python responder at the same time are all answered', async (t) => {
+peerTest('several plugins of one daemon calling a Python responder at the same time are all answered', async (t) => {
   const { vhost, url, connection } = await freshVhost(t, 'interop');
   const py = await startPythonApp(t, vhost, { name: 'py-echo' });
   const relays = ['relay-a', 'relay-b', 'relay-c', 'relay-d'];
@@ -122,7 +123,7 @@ peerTest.failing('several plugins of one daemon calling a Python responder at th
 });
 
 // Issue 11 item 1: one plugin's timeout must not make the other plugins' calls time out.
-peerTest.failing("one plugin's call timing out does not break another plugin's calls to Python", async (t) => {
+peerTest("one plugin's call timing out does not break another plugin's calls to Python", async (t) => {
   const { vhost, url, connection } = await freshVhost(t, 'interop');
   await startPythonApp(t, vhost, { name: 'py-echo' });
   await startDaemon(t, { url, args: ['--plugins', pluginCopies(t, 'interop.mjs', ['relay-a', 'relay-b']), '--no-watch'] });
