@@ -2,12 +2,9 @@
  * Issue 11, item 4: Python's JSON. `json.dumps` writes `NaN`, `Infinity` and `-Infinity`
  * bare (allow_nan=True) and reads them back; Python integers have no size limit.
  *
- * Today a body with NaN is not JSON to `JSON.parse`: it is dead-lettered without a reply
- * and the Python caller retries; TypeScript writes NaN as `null`. The `test.failing` ones
- * assume this interface (to be agreed with the lead): NaN/±Infinity decoded by the default
- * `JsonEncoder` and encoded back as Python writes them; lossless big integers opted into
- * with `new JsonEncoder({ bigint: true })` (integers beyond 2^53 decoded as `bigint`,
- * `bigint` encoded as JSON integers).
+ * The default `JsonEncoder` reads NaN/±Infinity and writes them back as Python writes them;
+ * `new JsonEncoder({ bigint: true })` reads integers beyond 2^53 as `bigint` and writes
+ * `bigint` as JSON integers.
  */
 import { GenericApplicationExchange, GenericProducer, JsonEncoder, type Connection, type Encoder } from 'postage';
 import { freshVhost } from '../helpers/broker.js';
@@ -43,7 +40,7 @@ peerTest('by default, integers beyond 2^53 from Python come back as the nearest 
 });
 
 // Issue 11 item 4: Python's NaN/Infinity must be decoded, and written back so that Python reads them.
-peerTest.failing('Python RPC with NaN and ±Infinity to a TypeScript application: answered once, the values come back as Python wrote them', async (t) => {
+peerTest('Python RPC with NaN and ±Infinity to a TypeScript application: answered once, the values come back as Python wrote them', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop-json');
   await startTsEcho(t, connection, 'ts-echo');
   const py = await startPythonClient(t, vhost);
@@ -56,7 +53,7 @@ peerTest.failing('Python RPC with NaN and ±Infinity to a TypeScript application
 });
 
 // Issue 11 item 4: the same through postaged, where today the message is dead-lettered and Python retries.
-peerTest.failing('Python RPC with NaN to a postaged plugin is answered, not dead-lettered', async (t) => {
+peerTest('Python RPC with NaN to a postaged plugin is answered, not dead-lettered', async (t) => {
   const { vhost, url } = await freshVhost(t, 'interop-json');
   const daemon = await startDaemon(t, { url, args: ['--plugins', pluginCopies(t, 'interop.mjs', ['ts-echo']), '--no-watch'] });
   const py = await startPythonClient(t, vhost);
@@ -67,7 +64,7 @@ peerTest.failing('Python RPC with NaN to a postaged plugin is answered, not dead
 });
 
 // Issue 11 item 4: a fire-and-forget message with NaN reaches the handler.
-peerTest.failing('a Python message with NaN and Infinity reaches the TypeScript handler with those values', async (t) => {
+peerTest('a Python message with NaN and Infinity reaches the TypeScript handler with those values', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop-json');
   const app = await startTsEcho(t, connection, 'ts-echo');
   const py = await startPythonClient(t, vhost);
@@ -79,7 +76,7 @@ peerTest.failing('a Python message with NaN and Infinity reaches the TypeScript 
 });
 
 // Issue 11 item 4: replies from Python may carry NaN.
-peerTest.failing('a Python reply with NaN and ±Infinity is read by the TypeScript caller', async (t) => {
+peerTest('a Python reply with NaN and ±Infinity is read by the TypeScript caller', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop-json');
   await startPythonApp(t, vhost, { name: 'py-floats' });
   const r = await producer(connection).rpcCommand('floats', {}, { _key: 'py-floats/rr', _timeout: 10, _max_retry: 0 });
@@ -88,7 +85,7 @@ peerTest.failing('a Python reply with NaN and ±Infinity is read by the TypeScri
 });
 
 // Issue 11 item 4: TypeScript writes non-finite numbers the way Python reads them (not null).
-peerTest.failing('NaN and ±Infinity sent by TypeScript reach Python as floats, not None', async (t) => {
+peerTest('NaN and ±Infinity sent by TypeScript reach Python as floats, not None', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop-json');
   const py = await startPythonApp(t, vhost, { name: 'py-echo' });
   await producer(connection).sendCommand('echo', FLOATS, { _key: 'py-echo' });
@@ -98,7 +95,7 @@ peerTest.failing('NaN and ±Infinity sent by TypeScript reach Python as floats, 
 });
 
 // Issue 11 item 4: opt-in lossless integers, Python calling TypeScript.
-peerTest.failing('with JsonEncoder({ bigint: true }) integers beyond 2^53 from Python come back exact', async (t) => {
+peerTest('with JsonEncoder({ bigint: true }) integers beyond 2^53 from Python come back exact', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop-json');
   const app = await startTsEcho(t, connection, 'ts-echo', { encoder: losslessEncoder() });
   const py = await startPythonClient(t, vhost);
@@ -112,7 +109,7 @@ peerTest.failing('with JsonEncoder({ bigint: true }) integers beyond 2^53 from P
 });
 
 // Issue 11 item 4: opt-in lossless integers, TypeScript calling Python.
-peerTest.failing('with JsonEncoder({ bigint: true }) a TypeScript caller sends and reads integers beyond 2^53 exactly', async (t) => {
+peerTest('with JsonEncoder({ bigint: true }) a TypeScript caller sends and reads integers beyond 2^53 exactly', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop-json');
   await startPythonApp(t, vhost, { name: 'py-echo' });
   const r = await producer(connection, losslessEncoder()).rpcCommand('echo', { big: BIG, small: 7 }, { _key: 'py-echo/rr', _timeout: 10, _max_retry: 0 });
