@@ -55,9 +55,13 @@ export function percent(n: number): string {
   return Number.isFinite(n) ? `${n.toFixed(1)}%` : '-';
 }
 
-/** Who answered: `name:pid@host` from the reply's fingerprint (the instance key). */
+/** Shown for a reply that carries no fingerprint (Python Postage's replies carry an empty one). */
+export const NO_FINGERPRINT = '(reply without fingerprint)';
+
+/** Who answered: `name:pid@host` from the reply's fingerprint (the instance key), or that it did not say. */
 export function responder(result: MessageResult): string {
   const fp = result.body.fingerprint;
+  if (!fp['name'] && !fp['pid'] && !fp['host']) return NO_FINGERPRINT;
   return `${fp['name'] ?? '?'}:${fp['pid'] ?? '?'}@${fp['host'] ?? '?'}`;
 }
 

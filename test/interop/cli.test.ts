@@ -3,11 +3,9 @@
  * Python applications have no `status` handler (and leave unknown RPCs unanswered), and they
  * do not bind `#daemons`, so `ps` never reaches them.
  *
- * The `test.failing` ones assume (to be agreed with the lead): a reply without a fingerprint
- * is shown as such ("no fingerprint" / "without fingerprint") instead of `?:?@?`; `status`
- * to an application that answers `ping` but not `status` exits 1 saying it is "not a
- * postaged daemon"; `ps` lists the applications of a daemon's host that answer `ping` but
- * are not daemons, marked "not a postaged daemon".
+ * A reply without a fingerprint is shown as such; `status` to an application that answers
+ * `ping` but not `status` exits 1 saying it is "not a postaged daemon"; `ps` lists the
+ * applications of a daemon's host that answer `ping` but are not daemons, marked so.
  */
 import { freshVhost } from '../helpers/broker.js';
 import { pluginCopies } from '../helpers/interop-apps.js';
@@ -28,7 +26,7 @@ peerTest('ping a Python application: the CLI shows the fingerprint it sends as i
 });
 
 // Issue 11 item 5: `?:?@?` for a Python responder.
-peerTest.failing('rpc on a fan-out key to a Python application shows its replies as replies without fingerprint, not ?:?@?', async (t) => {
+peerTest('rpc on a fan-out key to a Python application shows its replies as replies without fingerprint, not ?:?@?', async (t) => {
   const { vhost, url } = await freshVhost(t, 'interop-cli');
   await startPythonApp(t, vhost, { name: 'py-echo' });
   const ok = await postage(url, ['rpc', 'py-echo', 'echo', '"x"', '--expect', '1', '--timeout', '10']);
@@ -46,7 +44,7 @@ peerTest.failing('rpc on a fan-out key to a Python application shows its replies
 });
 
 // Issue 11 item 5: docs/cli.md says status to a plain application exits 1; a Python one never answers (exit 3).
-peerTest.failing('status to a Python application exits 1 and says it is not a postaged daemon', async (t) => {
+peerTest('status to a Python application exits 1 and says it is not a postaged daemon', async (t) => {
   const { vhost, url } = await freshVhost(t, 'interop-cli');
   const py = await startPythonApp(t, vhost, { name: 'py-echo' });
   for (const key of ['py-echo/rr', py.uniqueKey]) {
@@ -58,7 +56,7 @@ peerTest.failing('status to a Python application exits 1 and says it is not a po
 });
 
 // Issue 11 item 5: Python applications are missing from `ps`, and nothing says why.
-peerTest.failing('ps lists a Python application on a daemon host as not a postaged daemon', async (t) => {
+peerTest('ps lists a Python application on a daemon host as not a postaged daemon', async (t) => {
   const { vhost, url } = await freshVhost(t, 'interop-cli');
   const host = 'mixed-ps';
   const daemon = await startDaemon(t, { url, args: ['--plugins', pluginCopies(t, 'interop.mjs', ['ts-app']), '--no-watch'], env: { POSTAGE_HOSTNAME: host } });
