@@ -126,7 +126,23 @@ function describe(value: unknown): string {
   return s.length > 120 ? `${s.slice(0, 117)}...` : s;
 }
 
-const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency', 'handlerTimeout', 'maxAttempts']);
+const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency', 'handlerTimeout', 'maxAttempts', 'topology']);
+const TOPOLOGY_KEYS = new Set(['mode', 'sharedQueueExpires', 'uniqueQueueExpires', 'quorum']);
+
+/** Checks `apps.<name>.topology`: the keys of `topology`, with their formats. */
+function validateAppTopology(at: string, topology: unknown): void {
+  if (topology === null || typeof topology !== 'object' || Array.isArray(topology)) throw new ConfigError(at, `${at}: must be an object (value ${describe(topology)})`);
+  for (const [k, v] of Object.entries(topology)) {
+    const key = `${at}.${k}`;
+    const bad = (why: string): never => {
+      throw new ConfigError(key, `${key}: ${why} (value ${describe(v)})`);
+    };
+    if (!TOPOLOGY_KEYS.has(k)) bad(`unknown key; known keys: ${[...TOPOLOGY_KEYS].join(', ')}`);
+    if (k === 'mode' && v !== 'durable' && v !== 'postage') bad('must be "durable" or "postage"');
+    if ((k === 'sharedQueueExpires' || k === 'uniqueQueueExpires') && !(Number.isInteger(v) && (v as number) > 0 && (v as number) <= MAX_TIMER_MS)) bad(`must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS}`);
+    if (k === 'quorum' && typeof v !== 'boolean') bad('must be true or false');
+  }
+}
 
 /** Checks `apps.<name>` entries (convict sees `apps` as one object). @internal */
 export function validateApps(apps: Record<string, unknown>): void {
@@ -146,6 +162,7 @@ export function validateApps(apps: Record<string, unknown>): void {
       if (k === 'prefetch' && !(Number.isInteger(v) && (v as number) >= 1 && (v as number) <= MAX_PREFETCH)) bad(`must be a whole number from 1 to ${MAX_PREFETCH}`);
       if ((k === 'concurrency' || k === 'maxAttempts') && !(Number.isInteger(v) && (v as number) > 0)) bad('must be a whole number greater than 0');
       if (k === 'handlerTimeout' && !(Number.isInteger(v) && (v as number) >= 0 && (v as number) <= MAX_TIMER_MS)) bad(`must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS}`);
+      if (k === 'topology') validateAppTopology(key, v);
     }
   }
 }

@@ -31,6 +31,11 @@ export interface AppConfig {
   handlerTimeout?: number;
   /** Overrides `defaults.maxAttempts` for this application. */
   maxAttempts?: number;
+  /**
+   * Overrides keys of `topology` for this application: e.g. `{ "mode": "postage" }` for the
+   * one name a fleet shares with Python Postage applications, the others staying durable.
+   */
+  topology?: Partial<DaemonConfig['topology']>;
 }
 
 export interface DaemonConfig {
@@ -241,7 +246,7 @@ export const schema = {
     },
   },
   apps: {
-    doc: 'Per-application options by application name: `{ "<name>": { "enabled", "groups", "settings", "prefetch", "concurrency", "handlerTimeout", "maxAttempts" } }`.',
+    doc: 'Per-application options by application name: `{ "<name>": { "enabled", "groups", "settings", "prefetch", "concurrency", "handlerTimeout", "maxAttempts", "topology" } }`; `topology` takes the keys of `topology` (e.g. `{ "mode": "postage" }`) for that application only.',
     format: Object,
     default: {} as Record<string, AppConfig>,
   },

@@ -47,6 +47,18 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/**
+ * What to do about a queue refused for its flags (POSTAGE_ERR_TOPOLOGY): the setting that
+ * makes this application declare the other flags, or the command that moves the queue.
+ */
+function topologyHint(err: unknown, setting: string, app: GenericApplication): string {
+  if (!(err instanceof PostageError) || err.code !== 'POSTAGE_ERR_TOPOLOGY') return '';
+  const queue = String(err.details['queue']);
+  const mode = app.topology.mode ?? 'durable';
+  const other = mode === 'durable' ? 'postage' : 'durable';
+  return `. To declare it as the queue is, set ${setting} to "${other}"; to change the queue instead, stop what uses it and run: postage topology migrate '${queue}' --mode ${mode} (docs/python-interop.md)`;
+}
+
 /** The state `status` shows for a record. */
 function stateOf(r: AppRecord): AppState {
   if (r.error !== undefined) return 'failed';
@@ -84,7 +96,7 @@ export class Host {
       handlerTimeout: appConfig.handlerTimeout ?? config.defaults.handlerTimeout,
       maxAttempts: appConfig.maxAttempts ?? config.defaults.maxAttempts,
       drainTimeout: config.drainTimeout,
-      topology: { ...config.topology },
+      topology: { ...config.topology, ...(appConfig.topology ?? {}) },
       settings: { ...(appConfig.settings ?? {}) },
       ...(groups ? { groups: [...groups] } : {}),
     };
@@ -181,7 +193,7 @@ export class Host {
       await Promise.race([app.ready(), expired]);
       log.info('application started', { file: record.file, queues: app.queues, groups: app.groups });
     } catch (err) {
-      record.error = `create() failed: ${message(err)}`;
+      record.error = `create() failed: ${message(err)}${topologyHint(err, isDaemon ? 'topology.mode' : `apps.${record.name}.topology.mode`, app)}`;
       log.error('application failed to start', { file: record.file, reason: record.error });
       app.stop();
       void app.close('failed').catch(() => undefined);

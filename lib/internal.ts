@@ -8,7 +8,9 @@ export { resolveBroker, displayTarget, parseHost, redactUrl } from './amqp/broke
 export { validateBody } from './wire/message.js';
 export { SENT_AT_HEADER } from './messaging/generic-producer.js';
 export { ATTEMPT_HEADER } from './processing/settlement.js';
-export { applicationBindings, queueFlags, checkName, reachesWholeProcess } from './application/addressing.js';
+export { applicationBindings, queueFlags, queueRole, checkName, reachesWholeProcess } from './application/addressing.js';
+export { normalizeQueue, describeFlags, explainDeclareError } from './amqp/queue-flags.js';
 
 export type { EnvBrokerSettings } from './env.js';
 export type { BrokerTarget, BrokerOverride, ResolvedBroker } from './amqp/broker-address.js';
+export type { QueueRole } from './application/addressing.js';

@@ -211,3 +211,39 @@ export function reachesWholeProcess(key: string): boolean {
   const form = parseKey(key)?.form;
   return form === 'P@H' || form === '@H';
 }
+
+/** A queue of the addressing model read from its name, with the flags its topology mode gives it. */
+export interface QueueRole {
+  kind: 'shared' | 'unique' | 'group' | 'dead-letter';
+  /** The application it belongs to. */
+  app: string;
+  /** Its flags in that mode (`undefined`: declared without flags). */
+  flags: QueueFlags | undefined;
+}
+
+/**
+ * What a queue is, from its name, and the flags the topology `options` give it: `N`, `N@H`
+ * (shared), `N#G` (group), `N:P@H` (an instance's own), `postage.dead-letter.N`, and in the
+ * `postage` mode `P@H` (Python Postage's own queue). `undefined` for a name that is none.
+ */
+export function queueRole(name: string, options: TopologyOptions = {}): QueueRole | undefined {
+  if (name.startsWith(`${DEAD_LETTER_EXCHANGE}.`)) {
+    const app = name.slice(DEAD_LETTER_EXCHANGE.length + 1);
+    return app ? { kind: 'dead-letter', app, flags: { durable: true } } : undefined;
+  }
+  const parsed = parseKey(name);
+  switch (parsed?.form) {
+    case 'N':
+    case 'N@H':
+      return { kind: 'shared', app: parsed.name as string, flags: queueFlags('shared', parsed.name as string, options) };
+    case 'N#G':
+      return { kind: 'group', app: parsed.name as string, flags: queueFlags('group', parsed.name as string, options) };
+    case 'N:P@H':
+      return { kind: 'unique', app: parsed.name as string, flags: queueFlags('unique', parsed.name as string, options) };
+    case 'P@H':
+      // Python Postage named an instance's own queue P@H; here P@H is only a key.
+      return (options.mode ?? 'durable') === 'postage' ? { kind: 'unique', app: name, flags: { auto_delete: true } } : undefined;
+    default:
+      return undefined;
+  }
+}

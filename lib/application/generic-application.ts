@@ -1,4 +1,4 @@
-import { brand, RejectMessage } from '../errors.js';
+import { brand, PostageError, RejectMessage } from '../errors.js';
 import { Connection } from '../amqp/connection.js';
 import { Exchange } from '../amqp/exchange.js';
 import type { QueueSpec } from '../amqp/queue-flags.js';
@@ -140,6 +140,17 @@ export class GenericApplication extends MessageProcessor {
     if (this.consumer.queueNames.includes(shared)) await this.consumer.stopConsuming(shared);
     this.groups = this.groups.filter((g) => g !== group);
     this.logger.info('left group', { group });
+  }
+
+  /** A queue refused for its flags: say which topology mode declared them, and which one Python Postage's are. */
+  protected override explainStartError(error: unknown): unknown {
+    if (!(error instanceof PostageError) || error.code !== 'POSTAGE_ERR_TOPOLOGY') return error;
+    const mode = this.topology.mode ?? 'durable';
+    const hint =
+      mode === 'durable'
+        ? "This application uses topology mode 'durable' (durable, expiring, dead-lettered queues); a queue that is not durable and auto-delete was declared by Python Postage 1.2.1, or in topology mode 'postage'"
+        : "This application uses topology mode 'postage' (Python Postage 1.2.1's flags: not durable, auto-delete); a durable queue with arguments was declared in topology mode 'durable'";
+    return new PostageError('POSTAGE_ERR_TOPOLOGY', `${error.message}. ${hint}`, { ...error.details, mode }, { cause: error.cause });
   }
 
   /** On `quit` the unique queue goes with the application; on restart it stays for the next generation. */

@@ -3,7 +3,7 @@ import { brand, ClosedError } from '../errors.js';
 import { Connection } from '../amqp/connection.js';
 import { ChannelOwner } from '../amqp/channel-owner.js';
 import type { ExchangeClass } from '../amqp/exchange.js';
-import { normalizeQueue, type QueueSpec } from '../amqp/queue-flags.js';
+import { explainDeclareError, normalizeQueue, type QueueSpec } from '../amqp/queue-flags.js';
 import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { childLogger, type Logger } from '../logger.js';
 import { AckBatcher } from './ack-batcher.js';
@@ -165,7 +165,7 @@ export class GenericConsumer {
     const q = normalizeQueue(b.queue);
     if (!declared.has(`q:${q.name}`)) {
       if (q.passive) await ch.checkQueue(q.name);
-      else await ch.assertQueue(q.name, q.options);
+      else await ch.assertQueue(q.name, q.options).catch((err: unknown) => Promise.reject(explainDeclareError(err, q.name, q.options)));
       declared.add(`q:${q.name}`);
     }
     if (b.exchange.name !== '') await ch.bindQueue(q.name, b.exchange.name, b.key);

@@ -230,8 +230,9 @@ export class MessageProcessor extends MicroThread {
       });
     } catch (err) {
       this.#lifecycle = 'failed';
-      this.#started.reject(err);
-      throw err;
+      const explained = this.explainStartError(err);
+      this.#started.reject(explained);
+      throw explained;
     }
     if (this.#lifecycle === 'starting') this.#lifecycle = 'running';
     this.#started.resolve();
@@ -439,6 +440,11 @@ export class MessageProcessor extends MicroThread {
     }
     clearTimeout(timer);
     if (outcome === 'timeout') this.logger.warn('drain timeout expired with handlers still running', { inFlight: this.#inFlight.size, timeoutMs: this.drainTimeout });
+  }
+
+  /** Hook for subclasses: a failed start, with what the subclass knows about it added. */
+  protected explainStartError(error: unknown): unknown {
+    return error;
   }
 
   /** Hook for subclasses: runs after the drain, before the channel closes (e.g. delete a queue). */

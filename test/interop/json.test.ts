@@ -44,7 +44,7 @@ peerTest('Python RPC with NaN and ±Infinity to a TypeScript application: answer
   const { vhost, connection } = await freshVhost(t, 'interop-json');
   await startTsEcho(t, connection, 'ts-echo');
   const py = await startPythonClient(t, vhost);
-  const r = await py.rpc('ts-echo/rr', 'echo', FLOATS, { timeout: 3, maxRetry: 1 });
+  const r = await py.rpc('ts-echo/rr', 'echo', FLOATS, { timeout: 30, maxRetry: 1 });
   t.log(`ok ${r.ok} after ${r.tries} tries: ${r.raw ?? '(no reply)'}`);
   t.true(r.ok, 'answered');
   t.is(r.tries, 1);
@@ -57,7 +57,7 @@ peerTest('Python RPC with NaN to a postaged plugin is answered, not dead-lettere
   const { vhost, url } = await freshVhost(t, 'interop-json');
   const daemon = await startDaemon(t, { url, args: ['--plugins', pluginCopies(t, 'interop.mjs', ['ts-echo']), '--no-watch'] });
   const py = await startPythonClient(t, vhost);
-  const r = await py.rpc('ts-echo/rr', 'echo', FLOATS, { timeout: 3, maxRetry: 1 });
+  const r = await py.rpc('ts-echo/rr', 'echo', FLOATS, { timeout: 30, maxRetry: 1 });
   t.log(`tries ${r.tries}; daemon warnings: ${daemon.find((l) => l.level === 'warn').map((l) => l.message).join('; ')}`);
   t.deepEqual([r.ok, r.tries], [true, 1]);
   t.deepEqual(r.value, FLOATS);

@@ -12,6 +12,7 @@ import { freshVhost } from '../helpers/broker.js';
 import { pluginCopies } from '../helpers/interop-apps.js';
 import { peerTest, startPythonApp, type PythonApp } from '../helpers/python-peer.js';
 import { controlProducer, startDaemon } from '../helpers/spawn.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 function producer(connection: Connection): GenericProducer {
   class ToPython extends GenericProducer {
@@ -59,6 +60,8 @@ peerTest('several concurrent calls from one connection to a Python responder are
     replies.map((r) => [r.ok, r.value]),
     Array.from({ length: n }, (_, i) => [true, { i }]),
   );
+  // Python reports each request on its stdout, which may be read after the reply arrived.
+  await waitFor('Python reported every request', () => requests(py, 'echo') >= n);
   t.is(requests(py, 'echo'), n, 'no call was re-sent: each request was handled once');
 });
 
@@ -70,9 +73,10 @@ peerTest('a call to a Python responder that times out does not break the calls a
   // `silent` is acked and never answered (as an unknown RPC is in Python).
   const silent = await p.rpcCommand('silent', {}, { _key: 'py-echo/rr', _timeout: 0.5, _max_retry: 0 });
   t.is(silent.value, 'TimeoutError');
-  const after = await p.rpcCommand('echo', 'after the timeout', { _key: 'py-echo/rr', _timeout: 3, _max_retry: 0 });
+  const after = await p.rpcCommand('echo', 'after the timeout', { _key: 'py-echo/rr', _timeout: 30, _max_retry: 0 });
   t.true(after.ok, `${after.resultType}: ${String(after.value)} ${after.message}`);
   t.is(after.value, 'after the timeout');
+  await waitFor('Python reported the request', () => requests(py, 'echo') >= 1);
   t.is(requests(py, 'echo'), 1);
 });
 
@@ -86,8 +90,8 @@ peerTest('a late Python reply to a call that timed out never answers the call pe
   const slow = p.rpcCommand('slow', { seconds: 1.5, value: 'late' }, { _key: 'py-slow/rr', _timeout: 0.5, _max_retry: 0 });
   await slowApp.waitForEvent((e) => e.event === 'delivery' && (e['body'] as { name?: string }).name === 'slow');
   // This one is pending when the late reply arrives (about 1 s from now) and is answered after it.
-  const pending = p.rpcCommand('slow', { seconds: 0, value: 'mine' }, { _key: 'py-slow/rr', _timeout: 5, _max_retry: 0 });
-  const echo = p.rpcCommand('echo', 'echo', { _key: 'py-echo/rr', _timeout: 5, _max_retry: 0 });
+  const pending = p.rpcCommand('slow', { seconds: 0, value: 'mine' }, { _key: 'py-slow/rr', _timeout: 30, _max_retry: 0 });
+  const echo = p.rpcCommand('echo', 'echo', { _key: 'py-echo/rr', _timeout: 30, _max_retry: 0 });
   const [a, b, c] = (await Promise.all([slow, pending, echo])) as [MessageResult, MessageResult, MessageResult];
   t.is(a.value, 'TimeoutError');
   t.deepEqual([b.ok, b.value], [true, 'mine'], 'the late reply did not answer the pending call');
@@ -112,13 +116,14 @@ peerTest('several plugins of one daemon calling a Python responder at the same t
   await startDaemon(t, { url, args: ['--plugins', pluginCopies(t, 'interop.mjs', relays), '--no-watch'] });
   const control = controlProducer(connection);
   const results = await Promise.all(
-    relays.map((name) => control.rpcCommand('relay', { key: 'py-echo/rr', name: 'echo', params: `via ${name}`, timeout: 5, retries: 1 }, { _key: `${name}/rr`, _timeout: 60, _max_retry: 0 })),
+    relays.map((name) => control.rpcCommand('relay', { key: 'py-echo/rr', name: 'echo', params: `via ${name}`, timeout: 30, retries: 1 }, { _key: `${name}/rr`, _timeout: 60, _max_retry: 0 })),
   );
   t.log(`requests Python handled: ${requests(py, 'echo')} for ${relays.length} calls; relay times: ${results.map((r) => (r.value as { ms?: number }).ms).join(', ')} ms`);
   t.deepEqual(
     results.map((r) => r.value as { ok: boolean; value: unknown }).map((v) => [v.ok, v.value]),
     relays.map((name) => [true, `via ${name}`]),
   );
+  await waitFor('Python reported every request', () => requests(py, 'echo') >= relays.length);
   t.is(requests(py, 'echo'), relays.length, 'no re-sends');
 });
 
@@ -130,6 +135,6 @@ peerTest("one plugin's call timing out does not break another plugin's calls to 
   const control = controlProducer(connection);
   const timedOut = await control.rpcCommand('relay', { key: 'py-echo/rr', name: 'silent', timeout: 0.5 }, { _key: 'relay-a/rr', _timeout: 30, _max_retry: 0 });
   t.like(timedOut.value as object, { ok: false, value: 'TimeoutError' });
-  const r = await control.rpcCommand('relay', { key: 'py-echo/rr', name: 'echo', params: 'still answered', timeout: 3 }, { _key: 'relay-b/rr', _timeout: 30, _max_retry: 0 });
+  const r = await control.rpcCommand('relay', { key: 'py-echo/rr', name: 'echo', params: 'still answered', timeout: 30 }, { _key: 'relay-b/rr', _timeout: 30, _max_retry: 0 });
   t.like(r.value as object, { ok: true, value: 'still answered' });
 });
