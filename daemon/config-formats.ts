@@ -45,6 +45,18 @@ const formats = {
     },
     coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
   },
+  'postaged-positive-ms': {
+    validate(x: unknown) {
+      assert(Number.isInteger(x) && (x as number) >= 1 && (x as number) <= MAX_TIMER_MS, `must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS} (about 24.8 days)`);
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
+  'postaged-mib': {
+    validate(x: unknown) {
+      assert(Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 1_048_576, 'must be a whole number of MiB from 0 to 1048576');
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
   'postaged-positive-int': {
     validate(x: unknown) {
       assert(Number.isInteger(x) && (x as number) > 0, 'must be a whole number greater than 0');

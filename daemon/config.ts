@@ -49,7 +49,20 @@ export interface DaemonConfig {
   shutdownTimeout: number;
   restart: { dedupeWindow: number; coalesceSkew: number };
   log: { level: 'error' | 'warn' | 'info' | 'debug'; format: 'auto' | 'json' | 'pretty' };
-  broker: { url: string[]; hosts: string[]; port: number; vhost: string; user: string; password: string; heartbeat: number; connectAttempts: number };
+  broker: {
+    url: string[];
+    hosts: string[];
+    port: number;
+    vhost: string;
+    user: string;
+    password: string;
+    heartbeat: number;
+    connectAttempts: number;
+    connectTimeout: number;
+    reconnectDelay: { initial: number; max: number };
+  };
+  faults: { quarantineAfter: number; quarantineWindow: number; quarantineTime: number; quarantineMaxTime: number };
+  watchdog: { loopLagWarn: number; maxRss: number; interval: number };
   defaults: { prefetch: number; concurrency: number; handlerTimeout: number; maxAttempts: number };
   topology: { mode: 'durable' | 'postage'; sharedQueueExpires: number; uniqueQueueExpires: number; quorum: boolean };
   apps: Record<string, AppConfig>;
@@ -187,10 +200,76 @@ export const schema = {
       env: 'POSTAGED_HEARTBEAT',
     },
     connectAttempts: {
-      doc: 'Attempts over the URL list before giving up at start (exit 69), with backoff up to 5 s.',
+      doc: 'Rounds over the node list before giving up at start (exit 69), with backoff between rounds. After the first connection, reconnection goes on for ever.',
       format: 'postaged-positive-int',
       default: 10,
       env: 'POSTAGED_CONNECT_ATTEMPTS',
+    },
+    connectTimeout: {
+      doc: 'Milliseconds one node may take to accept the TCP connection and the AMQP handshake (a black-holed host otherwise stalls for the OS SYN timeout).',
+      format: 'postaged-positive-ms',
+      default: 5000,
+      env: 'POSTAGED_CONNECT_TIMEOUT',
+    },
+    reconnectDelay: {
+      initial: {
+        doc: 'Milliseconds before the second round over the node list; doubled each round (±20 % jitter) up to reconnectDelay.max.',
+        format: 'postaged-positive-ms',
+        default: 100,
+        env: 'POSTAGED_RECONNECT_DELAY',
+      },
+      max: {
+        doc: 'Longest pause between two rounds over the node list, in ms.',
+        format: 'postaged-positive-ms',
+        default: 5000,
+        env: 'POSTAGED_RECONNECT_MAX_DELAY',
+      },
+    },
+  },
+  faults: {
+    quarantineAfter: {
+      doc: 'A plugin that crashes the process (uncaught exception, process.exit()) this many times within faults.quarantineWindow is quarantined: not loaded until faults.quarantineTime has passed. Each crash restarts the daemon in place.',
+      format: 'postaged-positive-int',
+      default: 3,
+      env: 'POSTAGED_QUARANTINE_AFTER',
+    },
+    quarantineWindow: {
+      doc: 'Milliseconds over which the crashes of a plugin are counted.',
+      format: 'postaged-positive-ms',
+      default: 600_000,
+      env: 'POSTAGED_QUARANTINE_WINDOW',
+    },
+    quarantineTime: {
+      doc: "Milliseconds of a plugin's first quarantine; each next one lasts twice as long, up to faults.quarantineMaxTime. Changing the plugin's file lifts it.",
+      format: 'postaged-positive-ms',
+      default: 60_000,
+      env: 'POSTAGED_QUARANTINE_TIME',
+    },
+    quarantineMaxTime: {
+      doc: 'Longest quarantine, in ms.',
+      format: 'postaged-positive-ms',
+      default: 3_600_000,
+      env: 'POSTAGED_QUARANTINE_MAX_TIME',
+    },
+  },
+  watchdog: {
+    loopLagWarn: {
+      doc: 'An event-loop block longer than this many ms is logged, naming the application whose handler held it when known; the largest recent one is in `status`. 0: never logged.',
+      format: 'postaged-ms',
+      default: 1000,
+      env: 'POSTAGED_LOOP_LAG_WARN',
+    },
+    maxRss: {
+      doc: 'Resident memory, in MiB, above which the daemon restarts in place (gracefully: drain, close, re-exec), before the OOM killer stops it the hard way. 0: no cap.',
+      format: 'postaged-mib',
+      default: 0,
+      env: 'POSTAGED_MAX_RSS',
+    },
+    interval: {
+      doc: 'Milliseconds between two checks of the event loop and the memory.',
+      format: 'postaged-positive-ms',
+      default: 500,
+      env: 'POSTAGED_WATCHDOG_INTERVAL',
     },
   },
   defaults: {

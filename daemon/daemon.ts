@@ -11,10 +11,13 @@ import { Connection, DAEMON_DISCOVERY_KEY, type ConnectionOptions, type ControlE
 import { reachesWholeProcess } from 'postage/internal';
 import type { DaemonConfig } from './config.js';
 import { DaemonApplication } from './daemon-application.js';
+import { Faults } from './faults.js';
 import { Host, type RootLogger } from './host.js';
+import { checkPlugin } from './plugin-check.js';
 import { isPluginFile } from './plugin-loader.js';
 import { PluginWatcher } from './plugin-watcher.js';
 import type { RestartState } from './restart-state.js';
+import { Watchdog } from './watchdog.js';
 
 /** How the process should end this generation. */
 export type Outcome = { kind: 'exit'; code: number } | { kind: 'exec'; state: string };
@@ -44,7 +47,15 @@ const pidusage = (pid: number): Promise<PidUsage> => pidusageOf(pid, { maxage: 3
  */
 export function connectionOptions(config: Readonly<DaemonConfig>, host: string, logger: Logger): ConnectionOptions {
   const b = config.broker;
-  const common = { heartbeat: b.heartbeat, connectAttempts: b.connectAttempts, clientName: `postaged ${config.name} ${process.pid}@${host}`, identity: { host }, logger };
+  const common = {
+    heartbeat: b.heartbeat,
+    connectAttempts: b.connectAttempts,
+    connectTimeout: b.connectTimeout,
+    reconnectDelay: { ...b.reconnectDelay },
+    clientName: `postaged ${config.name} ${process.pid}@${host}`,
+    identity: { host },
+    logger,
+  };
   return { ...common, url: [...b.url], hosts: [...b.hosts], port: b.port, vhost: b.vhost, user: b.user, password: b.password };
 }
 
@@ -61,6 +72,11 @@ export class Daemon {
   private finished = false;
   /** Every running application's groups when the generation closed, for the next one. */
   private groupsAtClose: Record<string, string[]> = {};
+  private readonly faults: Faults;
+  private readonly watchdog: Watchdog;
+  /** Folder events that came while the generation was starting: handled once it runs. */
+  private pendingEvents: Array<() => Promise<void>> = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly options: DaemonOptions) {
     const { config, logger } = options;
@@ -70,12 +86,32 @@ export class Daemon {
     this.connection = new Connection(connectionOptions(config, this.host, logger.child({ app: config.name, component: 'broker' })));
     // Plugins that create producers without a connection get the daemon's (configured) broker.
     Connection.setDefault(this.connection);
+    this.faults = new Faults(this.pluginDir, options.state, config.faults);
+    this.watchdog = new Watchdog({
+      ...config.watchdog,
+      logger: this.log,
+      applications: () => this.hostApps?.applications() ?? [],
+      onMemoryCap: (rss) => void this.restart(`memory above the cap (${Math.round(rss)} MiB > ${config.watchdog.maxRss} MiB)`),
+    });
   }
 
   /** Starts everything; throws if the broker is unreachable or the daemon's own application cannot start. */
   async start(): Promise<void> {
     const t0 = performance.now();
     const { config, state } = this.options;
+    this.watchdog.start();
+    // The watcher starts before anything is read, so that a file added or changed while the
+    // generation starts is not missed; its events wait until the generation runs.
+    if (config.watch) {
+      this.watcher = new PluginWatcher(this.pluginDir, {
+        debounce: config.watchDebounce,
+        onAdd: (file) => this.folderEvent(() => this.onAdd(file)),
+        onChange: (changed) => this.folderEvent(() => this.onChange(changed)),
+        onRemove: (file) => this.folderEvent(() => this.onRemove(file)),
+        onError: (err) => this.log.warn('plugin folder watcher error', { reason: err.message }),
+      });
+      await this.watcher.start();
+    }
     await this.connection.ready();
     const host = new Host({ connection: this.connection, logger: this.options.logger, config, state, host: this.host, onControl: (app, isDaemon, event) => this.onControl(app, isDaemon, event) });
     this.hostApps = host;
@@ -96,18 +132,11 @@ export class Daemon {
       .sort()
       .map((f) => path.join(this.pluginDir, f));
     await host.addPlugins(files);
-    if (config.watch && this.phase === 'starting') {
-      this.watcher = new PluginWatcher(this.pluginDir, {
-        debounce: config.watchDebounce,
-        onAdd: (file) => void this.onAdd(file),
-        onChange: (changed) => void this.onChange(changed),
-        onRemove: (file) => void this.onRemove(file),
-        onError: (err) => this.log.warn('plugin folder watcher error', { reason: err.message }),
-      });
-      await this.watcher.start();
-    }
     if (this.phase !== 'starting') return;
     this.phase = 'running';
+    for (const { file, until } of host.quarantined()) this.later(until - Date.now(), () => this.endQuarantine(file));
+    const pending = this.pendingEvents.splice(0);
+    for (const event of pending) await event();
     // The first measure sets pidusage's baseline: the first `status` then shows CPU since start.
     void pidusage(process.pid).catch(() => undefined);
     const apps = host.status();
@@ -164,6 +193,61 @@ export class Daemon {
     void this.restart(`restart command to ${to}`, event.messageId);
   }
 
+  /** A folder event: now when the generation runs, after the start when it is starting. */
+  private folderEvent(handle: () => Promise<void>): void {
+    if (this.phase === 'starting') this.pendingEvents.push(handle);
+    else void handle();
+  }
+
+  /** Runs `fn` after `ms` unless the generation ends first. */
+  private later(ms: number, fn: () => unknown): void {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      void fn();
+    }, Math.max(0, ms));
+    timer.unref();
+    this.timers.add(timer);
+  }
+
+  private async endQuarantine(file: string): Promise<void> {
+    if (this.phase !== 'running' || !this.hostApps) return;
+    this.log.info('quarantine over: loading the plugin again', { file });
+    await this.hostApps.addPlugins([file]);
+  }
+
+  /**
+   * A fault of plugin code that reached the process (faults.ts). An unhandled rejection is
+   * only logged; an uncaught exception or a `process.exit()` restarts the daemon in place, and
+   * quarantines a plugin that keeps doing it.
+   */
+  fault(kind: 'uncaught exception' | 'unhandled rejection' | 'process.exit()', error: unknown, fatal: boolean): void {
+    const stack = error instanceof Error ? error.stack : undefined;
+    const file = this.faults.attribute(stack);
+    const app = file ? (this.hostApps?.nameOf(file) ?? path.basename(file)) : undefined;
+    const who = app ? `plugin ${app}` : 'code of no plugin';
+    const meta = { kind, plugin: app ?? null, file: file ?? null, reason: stack ?? String(error) };
+    if (!fatal) {
+      this.log.error(`${kind} in ${who}: logged, nothing stopped`, meta);
+      return;
+    }
+    if (this.phase === 'restarting' || this.phase === 'stopping') {
+      this.log.error(`${kind} in ${who} while ${this.phase}: the process is being replaced anyway`, meta);
+      return;
+    }
+    const decision = this.faults.decide(file, error instanceof Error ? error.message : String(error));
+    if (decision.action === 'exit') {
+      this.log.error(`${kind} in ${who}, ${decision.crashes} times within the window: exiting 1 for the supervisor to take over`, meta);
+      void this.stop(`${kind} in ${who}`, 'shutdown', 1);
+      return;
+    }
+    if (decision.action === 'quarantine') {
+      this.log.error(`${kind} in ${who}, ${decision.crashes} times within the window: quarantined until ${new Date(decision.until).toISOString()}; restarting in place without it`, meta);
+    } else {
+      this.log.error(`${kind} in ${who}: restarting in place (the other applications drain and come back)`, { ...meta, crashes: decision.crashes });
+    }
+    void this.restart(`${kind} in ${who}`);
+  }
+
   private async onAdd(file: string): Promise<void> {
     if (this.phase !== 'running' || !this.hostApps) return;
     if (this.hostApps.isLive(file)) return this.onChange([file]);
@@ -178,8 +262,17 @@ export class Daemon {
     const host = this.hostApps;
     const running = files.filter((f) => host.isLive(f));
     if (running.length > 0) {
-      // ES modules cannot be unloaded: new code for a running plugin means a new process image.
-      await this.restart(`plugin changed: ${running.map((f) => path.basename(f)).join(', ')}`);
+      // ES modules cannot be unloaded: new code for a running plugin means a new process image,
+      // but only if the new code loads: a broken file must not replace a working generation.
+      const checks = await Promise.all(running.map(async (f) => ({ file: f, check: await checkPlugin(f, this.options.config.startTimeout) })));
+      const broken = checks.filter((c) => !c.check.ok);
+      for (const { file, check } of broken) {
+        host.setPending(file, `its file changed, but the new version does not load (${check.ok ? '' : check.reason}); this one keeps running`);
+        this.log.error('changed plugin does not load: not restarting for it, the running version stays', { file, reason: check.ok ? undefined : check.reason });
+      }
+      const good = checks.filter((c) => c.check.ok).map((c) => c.file);
+      for (const f of good) host.setPending(f, undefined);
+      if (this.phase === 'running' && good.length > 0) await this.restart(`plugin changed: ${good.map((f) => path.basename(f)).join(', ')}`);
       return;
     }
     // Not running (failed, quit or disabled): try it again, live.
@@ -214,7 +307,7 @@ export class Daemon {
    * `shutdown` (signals) leaves them to expire, so a restart by the service manager loses
    * nothing addressed to this host's instances.
    */
-  async stop(reason: string, closeReason: 'quit' | 'shutdown'): Promise<void> {
+  async stop(reason: string, closeReason: 'quit' | 'shutdown', code = 0): Promise<void> {
     if (this.phase === 'stopping') return;
     if (this.phase === 'restarting') {
       this.stopAfterRestart = true;
@@ -225,10 +318,13 @@ export class Daemon {
     this.armWatchdog('stop');
     await this.closeAll(closeReason);
     this.log.info('stopped', { reason });
-    this.end({ kind: 'exit', code: 0 });
+    this.end({ kind: 'exit', code });
   }
 
   private async closeAll(reason: string): Promise<void> {
+    this.watchdog.stop();
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
     const watcher = this.watcher;
     this.watcher = undefined;
     await watcher?.close().catch(() => undefined);
@@ -283,6 +379,8 @@ export class Daemon {
       cpu: usage.cpu,
       memory: usage.memory,
       pluginDir: this.pluginDir,
+      broker: { url: this.connection.displayUrl, state: this.connection.state, blocked: this.connection.blocked, connections: this.connection.generation },
+      eventLoop: this.watchdog.status(),
       applications: this.hostApps?.status() ?? [],
     };
   }

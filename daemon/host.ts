@@ -12,7 +12,7 @@ import type { AppConfig, DaemonConfig } from './config.js';
 import { baseName, loadPlugin, type LoadedPlugin } from './plugin-loader.js';
 import type { RestartState } from './restart-state.js';
 
-export type AppState = 'starting' | 'running' | 'recovering' | 'stopping' | 'stopped' | 'failed';
+export type AppState = 'starting' | 'running' | 'recovering' | 'stopping' | 'stopped' | 'failed' | 'quarantined';
 
 /** One application as `status` reports it (the wire type shared with the CLI). */
 export type AppStatus = ApplicationStatus & { state: AppState };
@@ -25,6 +25,10 @@ interface AppRecord {
   error?: string;
   /** Why it does not run although nothing failed (disabled, quit in an earlier generation). */
   idle?: string;
+  /** It kept crashing the daemon: not loaded until then (ms since the epoch). */
+  quarantinedUntil?: number;
+  /** A note about its file while it runs (a change that does not load). */
+  pending?: string;
 }
 
 /** A logger that can make children (winston's). */
@@ -61,6 +65,7 @@ function topologyHint(err: unknown, setting: string, app: GenericApplication): s
 
 /** The state `status` shows for a record. */
 function stateOf(r: AppRecord): AppState {
+  if (r.quarantinedUntil !== undefined) return 'quarantined';
   if (r.error !== undefined) return 'failed';
   if (!r.app) return 'stopped';
   const s = r.app.state;
@@ -153,8 +158,19 @@ export class Host {
       log.info('plugin disabled by configuration: not started', { file: plugin.file });
       return undefined;
     }
-    // `quit` stops an application until its file changes: a restart does not bring it back.
-    if (revive) this.options.state.setQuit(plugin.name, false);
+    // `quit` stops an application until its file changes: a restart does not bring it back;
+    // a quarantine lasts its time, unless the file changes (a new version gets a fresh start).
+    if (revive) {
+      this.options.state.setQuit(plugin.name, false);
+      this.options.state.liftQuarantine(plugin.file);
+    }
+    const quarantine = this.options.state.quarantineOf(plugin.file);
+    if (quarantine) {
+      const idle = `quarantined until ${new Date(quarantine.until).toISOString()}: ${quarantine.reason}`;
+      this.records.push({ name: plugin.name, file: plugin.file, idle, quarantinedUntil: quarantine.until });
+      log.warn('plugin in quarantine: not started', { file: plugin.file, until: new Date(quarantine.until).toISOString(), reason: quarantine.reason });
+      return undefined;
+    }
     if (this.options.state.isQuit(plugin.name)) {
       this.records.push({ name: plugin.name, file: plugin.file, idle: 'stopped by quit (change its file to start it again)' });
       log.info('application stopped by quit in an earlier generation: not started', { file: plugin.file });
@@ -202,6 +218,29 @@ export class Host {
     }
   }
 
+  /** Notes (or forgets) something about a running plugin's file, shown in `status`. */
+  setPending(file: string, note: string | undefined): void {
+    const record = this.records.find((r) => r.file === file && r.app && LIVE.has(stateOf(r)));
+    if (!record) return;
+    if (note === undefined) delete record.pending;
+    else record.pending = note;
+  }
+
+  /** The plugins in quarantine now, with the time each may be loaded again. */
+  quarantined(): Array<{ file: string; until: number }> {
+    return this.records.flatMap((r) => (r.quarantinedUntil !== undefined && r.file !== null ? [{ file: r.file, until: r.quarantinedUntil }] : []));
+  }
+
+  /** The application name of a plugin file, if the host knows it. */
+  nameOf(file: string): string | undefined {
+    return this.records.find((r) => r.file === file)?.name;
+  }
+
+  /** The applications running now. */
+  applications(): GenericApplication[] {
+    return this.records.flatMap((r) => (r.app && LIVE.has(stateOf(r)) ? [r.app] : []));
+  }
+
   /** Whether a plugin file has a live application. */
   isLive(file: string): boolean {
     return this.records.some((r) => r.file === file && LIVE.has(stateOf(r)));
@@ -224,7 +263,7 @@ export class Host {
     return this.records.map((r) => {
       const state = stateOf(r);
       const s = r.app?.stats;
-      const reason = r.error ?? r.app?.problem ?? r.idle;
+      const reason = r.error ?? r.idle ?? r.app?.problem ?? r.pending;
       return {
         name: r.name,
         file: r.file,

@@ -6,7 +6,9 @@
  *   so that a copy delivered again to the next generation is not acted on twice;
  * - the groups each application is in after run-time `join_group` / `leave_group` (their
  *   bindings live on at the broker, so the next generation must know them);
- * - the applications stopped by `quit`, which stay stopped until their file changes.
+ * - the applications stopped by `quit`, which stay stopped until their file changes;
+ * - when each plugin crashed the process lately, and which plugins are in quarantine (not
+ *   loaded until a time, because they kept crashing).
  *
  * Each generation also knows when it itself started: a restart command sent before that is
  * already satisfied (a storm of restarts ends in few re-execs, never a loop).
@@ -27,6 +29,19 @@ interface Carried {
   groups?: Record<string, string[]>;
   /** Applications stopped by `quit`, by name. */
   quit?: string[];
+  /** Plugin file (or `(daemon)`) → times (ms) it crashed the process lately. */
+  crashes?: Record<string, number[]>;
+  /** Plugin file → its quarantine: until when (ms), why, and how many times so far. */
+  quarantine?: Record<string, Quarantine>;
+}
+
+/** A plugin kept out of the daemon for a while because it kept crashing the process. */
+export interface Quarantine {
+  /** Until when (ms since the epoch). */
+  until: number;
+  reason: string;
+  /** How many quarantines so far: each one is twice as long as the one before. */
+  count: number;
 }
 
 function isCarried(data: Partial<Carried>): data is Carried {
@@ -40,7 +55,12 @@ function isCarried(data: Partial<Carried>): data is Carried {
     data.handled.every((h) => Array.isArray(h) && typeof h[0] === 'string' && typeof h[1] === 'number') &&
     (data.groups === undefined ||
       (typeof data.groups === 'object' && data.groups !== null && Object.values(data.groups).every((g) => Array.isArray(g) && g.every((x) => typeof x === 'string')))) &&
-    (data.quit === undefined || (Array.isArray(data.quit) && data.quit.every((q) => typeof q === 'string')))
+    (data.quit === undefined || (Array.isArray(data.quit) && data.quit.every((q) => typeof q === 'string'))) &&
+    (data.crashes === undefined || (typeof data.crashes === 'object' && data.crashes !== null && Object.values(data.crashes).every((c) => Array.isArray(c) && c.every((x) => typeof x === 'number')))) &&
+    (data.quarantine === undefined ||
+      (typeof data.quarantine === 'object' &&
+        data.quarantine !== null &&
+        Object.values(data.quarantine).every((q) => q !== null && typeof q === 'object' && typeof q.until === 'number' && typeof q.reason === 'string' && typeof q.count === 'number')))
   );
 }
 
@@ -59,6 +79,8 @@ export class RestartState {
   /** Groups carried from the previous generation, by application name. */
   readonly #carriedGroups: ReadonlyMap<string, readonly string[]>;
   readonly #quit: Set<string>;
+  readonly #crashes: Map<string, number[]>;
+  readonly #quarantine: Map<string, Quarantine>;
 
   private constructor(carried: Carried, private readonly dedupeWindow: number, now: number, problem?: string) {
     this.generation = carried.generation;
@@ -69,6 +91,8 @@ export class RestartState {
     for (const [id, at] of carried.handled) if (now - at < dedupeWindow) this.#handled.set(id, at);
     this.#carriedGroups = new Map(Object.entries(carried.groups ?? {}));
     this.#quit = new Set(carried.quit ?? []);
+    this.#crashes = new Map(Object.entries(carried.crashes ?? {}));
+    this.#quarantine = new Map(Object.entries(carried.quarantine ?? {}));
   }
 
   /** Re-exec count so far. */
@@ -117,11 +141,49 @@ export class RestartState {
     else this.#quit.delete(app);
   }
 
+  /** Records that `source` (a plugin file, or `(daemon)`) crashed the process; returns its crashes within `windowMs`. */
+  recordCrash(source: string, windowMs: number, now = Date.now()): number {
+    const recent = (this.#crashes.get(source) ?? []).filter((at) => now - at < windowMs);
+    recent.push(now);
+    this.#crashes.set(source, recent);
+    return recent.length;
+  }
+
+  /** Puts a plugin in quarantine: `baseMs` the first time, twice as long each time after, at most `maxMs`. */
+  quarantine(file: string, reason: string, baseMs: number, maxMs: number, now = Date.now()): Quarantine {
+    const count = (this.#quarantine.get(file)?.count ?? 0) + 1;
+    const q = { until: now + Math.min(maxMs, baseMs * 2 ** (count - 1)), reason, count };
+    this.#quarantine.set(file, q);
+    this.#crashes.delete(file);
+    return q;
+  }
+
+  /** The quarantine a plugin is in now, if any. */
+  quarantineOf(file: string, now = Date.now()): Quarantine | undefined {
+    const q = this.#quarantine.get(file);
+    return q && q.until > now ? q : undefined;
+  }
+
+  /** Lifts a quarantine (the file changed: a new version gets a fresh start). */
+  liftQuarantine(file: string): void {
+    this.#quarantine.delete(file);
+    this.#crashes.delete(file);
+  }
+
   /** The value of `POSTAGED_STATE` for the next generation; `groups`: every running application's groups now. */
   next(reason: string, groups: Record<string, string[]> = {}): string {
     const now = Date.now();
     const handled = [...this.#handled.entries()].filter(([, at]) => now - at < this.dedupeWindow).slice(-MAX_IDS);
-    const carried: Carried = { generation: this.generation + 1, startedAt: this.startedAt, lastRestartReason: reason, handled, groups, quit: [...this.#quit] };
+    const carried: Carried = {
+      generation: this.generation + 1,
+      startedAt: this.startedAt,
+      lastRestartReason: reason,
+      handled,
+      groups,
+      quit: [...this.#quit],
+      crashes: Object.fromEntries(this.#crashes),
+      quarantine: Object.fromEntries(this.#quarantine),
+    };
     return JSON.stringify(carried);
   }
 }

@@ -53,7 +53,7 @@ export type { ExchangeQueueKeys, ConsumerOptions, ConsumerState, Delivery } from
 export type { SchedulerOptions } from './scheduler/micro-scheduler.js';
 export type { PostageDecorator, Route, HandlerCategory } from './processing/handlers.js';
 export type { ReplyFunc } from './processing/handler.js';
-export type { ProcessorOptions, ProcessorStats, ProcessorState, ProcessorEvents, LifecycleEvent, ControlEvent, DeadLetterTarget } from './processing/message-processor.js';
+export type { ProcessorOptions, ProcessorStats, ProcessorState, ProcessorEvents, LifecycleEvent, ControlEvent, DeadLetterTarget, LoopHold } from './processing/message-processor.js';
 export type { ApplicationOptions } from './application/generic-application.js';
 export type { TopologyMode, TopologyOptions, Addresses, Identity, KeyForm, ParsedKey } from './application/addressing.js';
-export type { DaemonStatus, ApplicationStatus, MessageCounts } from './application/daemon-status.js';
+export type { DaemonStatus, ApplicationStatus, MessageCounts, BrokerStatus, EventLoopStatus } from './application/daemon-status.js';

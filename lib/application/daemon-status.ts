@@ -20,6 +20,28 @@ export interface ApplicationStatus {
   counts: MessageCounts;
   /** Only when `state` is `failed`. */
   error?: string;
+  /** Why it is in its state, when that needs saying (quit, disabled, quarantined, recovering, a change that does not load). */
+  reason?: string;
+}
+
+/** The daemon's broker connection, as `status` reports it. */
+export interface BrokerStatus {
+  /** The node in use (no password). */
+  url: string;
+  /** `connected`, `connecting`, `reconnecting`, … */
+  state: string;
+  /** The broker blocks publishing (memory or disk alarm). */
+  blocked: boolean;
+  /** Connections made so far (1 after the first). */
+  connections: number;
+}
+
+/** The daemon's event loop, as `status` reports it. */
+export interface EventLoopStatus {
+  /** Largest delay of the event loop over the last minute, in ms. */
+  maxLagMs: number;
+  /** The last long block: how long, when, and the application (and handler) that held the loop, when known. */
+  lastBlock: { ms: number; at: string; application: string | null; handler: string | null } | null;
 }
 
 /** A daemon's process and every application it runs. */
@@ -40,5 +62,9 @@ export interface DaemonStatus {
   /** Resident set size in bytes (pidusage). */
   memory: number;
   pluginDir: string;
+  /** Since postaged 0.2. */
+  broker?: BrokerStatus;
+  /** Since postaged 0.2. */
+  eventLoop?: EventLoopStatus;
   applications: ApplicationStatus[];
 }

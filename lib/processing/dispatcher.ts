@@ -36,8 +36,19 @@ const REASONS: Partial<Record<string, InvalidReason>> = {
   POSTAGE_ERR_TOO_DEEP: 'too-deep',
 };
 
+/** The longest stretch a handler held the event loop (its synchronous part), lately. */
+export interface LoopHold {
+  ms: number;
+  handler: string;
+  /** When it ended (`performance.now()`). */
+  endedAt: number;
+}
+
 /** @internal */
 export class Dispatcher {
+  /** The last handler call that held the event loop for long (≥ 50 ms): who blocked it, for the daemon's watchdog. */
+  lastHold: LoopHold | undefined;
+
   constructor(
     /** The object whose methods are the handlers (the processor). */
     private readonly target: object,
@@ -150,14 +161,28 @@ export class Dispatcher {
   }
 
   async #invoke(entry: HandlerEntry, data: unknown, reply: ReplyFunc | undefined): Promise<unknown> {
+    // The synchronous part of the call is timed: a handler that holds the event loop (a busy
+    // loop, a huge JSON) stalls every application of the process, and the watchdog names it.
+    const t0 = performance.now();
+    let result: unknown;
+    try {
+      result = this.#call(entry, data, reply);
+    } finally {
+      const t1 = performance.now();
+      if (t1 - t0 >= 50) this.lastHold = { ms: t1 - t0, handler: entry.label, endedAt: t1 };
+    }
+    return await result;
+  }
+
+  #call(entry: HandlerEntry, data: unknown, reply: ReplyFunc | undefined): unknown {
     if (typeof entry.target === 'string') {
       const fn = (this.target as Record<string, unknown>)[entry.target];
       if (typeof fn !== 'function') throw new TypeError(`${entry.label} is not a method`);
-      return await (reply ? fn.call(this.target, data, reply) : fn.call(this.target, data));
+      return reply ? fn.call(this.target, data, reply) : fn.call(this.target, data);
     }
     if (isHandlerClass(entry.target)) {
       const instance = new entry.target(this.target, data, reply);
-      return await instance.call();
+      return instance.call();
     }
     throw new TypeError(`${entry.label} is neither a method nor a Handler class`);
   }

@@ -8,7 +8,7 @@ import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
 import { MessageResultError, MessageResultException, type MessageBody } from '../wire/message.js';
 import { childLogger, debugEnabled, type Logger } from '../logger.js';
-import { Dispatcher, type InvalidReason, type Outcome } from './dispatcher.js';
+import { Dispatcher, type InvalidReason, type LoopHold, type Outcome } from './dispatcher.js';
 import { MessageHandler } from './handlers.js';
 import { buildHandlerTable } from './handler-table.js';
 import { RateLimitedLog } from './rate-limited-log.js';
@@ -16,6 +16,7 @@ import { RpcMemory } from './rpc-memory.js';
 import { Settlement, type DeadLetterTarget } from './settlement.js';
 
 export type { DeadLetterTarget } from './settlement.js';
+export type { LoopHold } from './dispatcher.js';
 
 /** Options of `new MessageProcessor()`. */
 export interface ProcessorOptions {
@@ -397,6 +398,11 @@ export class MessageProcessor extends MicroThread {
   /** In-flight handler count (for drain reports). */
   get inFlightCount(): number {
     return this.#inFlight.size;
+  }
+
+  /** The last handler call that held the event loop for 50 ms or more (its synchronous part). */
+  get lastLoopHold(): LoopHold | undefined {
+    return this.#dispatcher.lastHold;
   }
 
   /** Handlers past `handlerTimeout` that are still running. */

@@ -101,7 +101,10 @@ brokerTest('status returns every field, with the right types', async (t) => {
   const result = await rpc(connection, 'statusd', 'status');
   t.true(result.ok);
   const s = result.value as Record<string, unknown>;
-  t.deepEqual(Object.keys(s).sort(), ['applications', 'cpu', 'generation', 'host', 'lastRestartReason', 'memory', 'name', 'pid', 'pluginDir', 'restarts', 'startedAt', 'uptime', 'version'].sort());
+  t.deepEqual(Object.keys(s).sort(), ['applications', 'broker', 'cpu', 'eventLoop', 'generation', 'host', 'lastRestartReason', 'memory', 'name', 'pid', 'pluginDir', 'restarts', 'startedAt', 'uptime', 'version'].sort());
+  t.like(s['broker'], { state: 'connected', blocked: false, connections: 1 });
+  t.regex(String((s['broker'] as { url: string }).url), /^amqp:\/\/guest@127\.0\.0\.1:5672\//, 'the node in use, without a password');
+  t.true(typeof (s['eventLoop'] as { maxLagMs: number }).maxLagMs === 'number');
   t.is(s['name'], 'statusd');
   t.is(s['pid'], daemon.pid);
   t.is(s['host'], 'status-host');
