@@ -14,6 +14,7 @@ import { createLogger, flushLogs } from './logger.js';
 import { installPluginResolution } from './plugin-resolution.js';
 import { execMechanism, reExec } from './re-exec.js';
 import { RestartState, STATE_ENV } from './restart-state.js';
+import { SystemdNotifier } from './sd-notify.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -94,6 +95,9 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
   const shadowed = ['broker.hosts', 'broker.port', 'broker.vhost', 'broker.user', 'broker.password'].filter((k) => loaded.sources[k] !== 'default');
   if (config.broker.url.length > 0 && shadowed.length > 0) log.warn('broker.url is set: it wins over these keys, which are ignored', { keys: shadowed });
   if (state.problem) log.warn(state.problem);
+  // Under systemd (Type=notify): readiness by phase, and WatchdogSec= pinged from the event loop.
+  const notifier = SystemdNotifier.fromEnv(env, log);
+  notifier?.startWatchdog();
   process.setSourceMapsEnabled(true); // plugin stack traces point at their .ts lines
   process.on('unhandledRejection', (reason) => {
     // A plugin's forgotten promise must not take every other plugin down with it.
@@ -120,7 +124,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
   };
 
   installPluginResolution();
-  daemon = new Daemon({ config, logger, state, version: version(), finish });
+  daemon = new Daemon({ config, logger, state, version: version(), finish, ...(notifier ? { onPhase: (phase, detail) => notifier.phase(phase, detail) } : {}) });
   log.info('postaged starting', {
     version: version(),
     generation: state.generation,

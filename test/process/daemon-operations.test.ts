@@ -38,6 +38,8 @@ test('the unit runs postaged as its own user, never restarts on a config error, 
   has(/^RestartPreventExitStatus=78$/m);
   has(/^ExecStart=\/usr\/bin\/env postaged /m);
   has(/^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+  has(/^Type=notify$/m);
+  has(/^WatchdogSec=\d+$/m);
   has(/^NoNewPrivileges=yes$/m);
   has(/^ProtectSystem=strict$/m);
   t.notRegex(unit, /^MemoryDenyWriteExecute=yes/m, "V8's JIT needs writable code pages");
