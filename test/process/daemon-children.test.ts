@@ -4,36 +4,10 @@
  * exits it stays a zombie for good (as PID 1 of a container nobody else reaps it). The `.ts`
  * plugin loader runs esbuild as a child: this checks that no child of any kind outlives an exec.
  */
-import fs from 'node:fs';
 import { brokerTest, freshVhost } from '../helpers/broker.js';
+import { childrenOf } from '../helpers/proc.js';
 import { controlProducer, pluginFolder, startDaemon } from '../helpers/spawn.js';
 import { waitFor } from '../helpers/wait-for.js';
-
-interface Child {
-  pid: number;
-  comm: string;
-  state: string;
-}
-
-/** Every child of `pid` (all its threads), from /proc: name and state (Z = zombie). */
-function childrenOf(pid: number): Child[] {
-  const pids = new Set<number>();
-  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
-    for (const p of fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/)) if (p) pids.add(Number(p));
-  }
-  const children: Child[] = [];
-  for (const p of pids) {
-    try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      // "pid (comm) state ...": comm may hold spaces and parentheses, so cut at the last ')'.
-      const close = stat.lastIndexOf(')');
-      children.push({ pid: p, comm: stat.slice(stat.indexOf('(') + 1, close), state: stat.slice(close + 2, close + 3) });
-    } catch {
-      // reaped between the two reads
-    }
-  }
-  return children;
-}
 
 brokerTest('three restarts with a .ts plugin leave no child behind: no zombie, no esbuild', async (t) => {
   const { url, connection } = await freshVhost(t, 'postaged-children');
