@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { check } from './podman.js';
+import { check } from './run.js';
 import { ROOT } from './spawn.js';
 
 /** Packs the project into `dir` and returns the tarball's path. */
