@@ -47,10 +47,11 @@ COPY config/container.jsonc /etc/postaged/postaged.jsonc
 # The image's unprivileged user (uid 1000); it reads the plugins, it cannot change them.
 USER node
 STOPSIGNAL SIGTERM
-# Healthy = the daemon (PID 1) answers a ping through the broker: it is connected and consuming.
-# A lost broker connection, or a daemon that stopped consuming, is unhealthy within 3 tries.
-# Its host name is POSTAGE_HOSTNAME, else the container's; the broker is the daemon's (the config
-# file's broker section, then the environment).
+# Healthy = the daemon answers a ping through the broker: it is connected and consuming. A lost
+# broker connection, or a daemon that stopped consuming, is unhealthy within 3 tries. The key is
+# N@H, the daemon's own application on this host (POSTAGED_NAME, POSTAGE_HOSTNAME, else postaged and
+# the container's host name), so it holds under `--init` too; the broker is the daemon's (the
+# config file's broker section, then the environment).
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
-  CMD /opt/postage/bin/postage ping "1@${POSTAGE_HOSTNAME:-$(hostname)}" --config "$POSTAGED_CONFIG" --expect 1 --timeout 5 >/dev/null || exit 1
+  CMD /opt/postage/bin/postage ping "${POSTAGED_NAME:-postaged}@${POSTAGE_HOSTNAME:-$(hostname)}" --config "$POSTAGED_CONFIG" --expect 1 --timeout 5 >/dev/null || exit 1
 ENTRYPOINT ["/opt/postage/bin/postaged"]
