@@ -40,6 +40,9 @@ export async function preparePodman(t: ExecutionContext): Promise<string> {
   const tag = base.stdout.trim().split('\n').at(-1)!;
   t.log(`base image ${tag}: ${(base.ms / 1000).toFixed(1)} s`);
   await removeLeftovers();
+  // Each build of changed sources leaves untagged images behind (the previous build stage, ~0.8 GB):
+  // drop those a day old, keeping the recent ones that the layer cache of the next build uses.
+  await podman('image', 'prune', '-f', '--filter', 'until=24h');
   return tag;
 }
 
