@@ -8,6 +8,8 @@
 #
 # Node 20 execs through the native @jcoreio/kexec (built in the first stage); with a Node
 # >= 22.15 base image postaged uses process.execve instead and kexec is not needed.
+# HEALTHCHECK needs the Docker image format: `podman build --format docker` (OCI drops it).
+# docs/operations.md: volumes, compose, health, restarts.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 
@@ -23,8 +25,12 @@ COPY tsconfig.json ./
 COPY lib lib
 COPY daemon daemon
 COPY cli cli
+# Then only what runs: production dependencies, without the native addons' build
+# intermediates and headers (nan and node-addon-api compile them; bindings loads them).
 RUN npx tsc -p tsconfig.json \
- && npm prune --omit=dev --no-audit --no-fund
+ && npm prune --omit=dev --no-audit --no-fund \
+ && rm -rf node_modules/nan node_modules/node-addon-api node_modules/*/build/Release/obj.target node_modules/@*/*/build/Release/obj.target \
+      node_modules/*/build/Release/.deps node_modules/@*/*/build/Release/.deps dist/bench
 
 FROM ${NODE_IMAGE}
 ENV NODE_ENV=production \
@@ -41,4 +47,11 @@ COPY config/container.jsonc /etc/postaged/postaged.jsonc
 # The image's unprivileged user (uid 1000); it reads the plugins, it cannot change them.
 USER node
 STOPSIGNAL SIGTERM
+# Healthy = the daemon answers a ping through the broker: it is connected and consuming. A lost
+# broker connection, or a daemon that stopped consuming, is unhealthy within 3 tries. The key is
+# N@H, the daemon's own application on this host (POSTAGED_NAME, POSTAGE_HOSTNAME, else postaged and
+# the container's host name), so it holds under `--init` too; the broker is the daemon's (the
+# config file's broker section, then the environment).
+HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
+  CMD /opt/postage/bin/postage ping "${POSTAGED_NAME:-postaged}@${POSTAGE_HOSTNAME:-$(hostname)}" --config "$POSTAGED_CONFIG" --expect 1 --timeout 5 >/dev/null || exit 1
 ENTRYPOINT ["/opt/postage/bin/postaged"]

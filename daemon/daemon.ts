@@ -29,6 +29,8 @@ export interface DaemonOptions {
   version: string;
   /** Called once: exit with a code, or re-exec with the state for the next generation. */
   finish: (outcome: Outcome) => void;
+  /** Called when the daemon enters a phase (systemd's readiness protocol listens here). */
+  onPhase?: (phase: Phase, detail: string) => void;
 }
 
 export type Phase = 'starting' | 'running' | 'restarting' | 'stopping';
@@ -140,6 +142,7 @@ export class Daemon {
     // The first measure sets pidusage's baseline: the first `status` then shows CPU since start.
     void pidusage(process.pid).catch(() => undefined);
     const apps = host.status();
+    this.options.onPhase?.('running', `generation ${state.generation}: ${apps.map((a) => `${a.name} ${a.state}`).join(', ')}`);
     this.log.info('postaged ready', {
       generation: state.generation,
       restarts: state.restarts,
@@ -289,6 +292,7 @@ export class Daemon {
   async restart(reason: string, messageId?: string): Promise<void> {
     if (this.phase === 'restarting' || this.phase === 'stopping') return;
     this.phase = 'restarting';
+    this.options.onPhase?.('restarting', reason);
     const t0 = performance.now();
     this.log.info('restarting', { reason, ...(messageId ? { messageId } : {}), generation: this.options.state.generation });
     this.armWatchdog('restart');
@@ -314,6 +318,7 @@ export class Daemon {
       return;
     }
     this.phase = 'stopping';
+    this.options.onPhase?.('stopping', reason);
     this.log.info('stopping', { reason });
     this.armWatchdog('stop');
     await this.closeAll(closeReason);

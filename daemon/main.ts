@@ -18,6 +18,7 @@ import { createLogger, flushLogs } from './logger.js';
 import { installPluginResolution } from './plugin-resolution.js';
 import { checkExecMechanism, execMechanism, reExec } from './re-exec.js';
 import { RestartState, STATE_ENV } from './restart-state.js';
+import { SystemdNotifier } from './sd-notify.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -120,6 +121,9 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
     await flushLogs();
     exit(EXIT_FAILURE);
   }
+  // Under systemd (Type=notify): readiness by phase, and WatchdogSec= pinged from the event loop.
+  const notifier = SystemdNotifier.fromEnv(env, log);
+  notifier?.startWatchdog();
   process.setSourceMapsEnabled(true); // plugin stack traces point at their .ts lines
   process.on('unhandledRejection', (reason) => {
     // A plugin's forgotten promise must not take every other plugin down with it.
@@ -156,7 +160,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
   };
 
   installPluginResolution();
-  daemon = new Daemon({ config, logger, state, version: version(), finish });
+  daemon = new Daemon({ config, logger, state, version: version(), finish, ...(notifier ? { onPhase: (phase, detail) => notifier.phase(phase, detail) } : {}) });
   log.info('postaged starting', {
     version: version(),
     generation: state.generation,

@@ -10,6 +10,16 @@
  *   decorators lowered for Node 20, which runs none natively). The file keeps its own URL,
  *   so its relative imports (`./helper.ts`) resolve and load the same way. A `.ts` plugin
  *   is always an ES module, whatever the nearest package.json says.
+ *
+ * esbuild runs as a child process of this process. Its asynchronous API keeps one service
+ * child alive for the life of the process; after a re-exec (same PID, new process image)
+ * that child exits and stays a zombie for good, since the new image knows nothing of it and
+ * Node reaps only the children it spawned itself: one defunct `esbuild` per restart, and as
+ * PID 1 of a container nobody else reaps them. So the hook uses `transformSync` without
+ * esbuild's worker thread (ESBUILD_WORKER_THREADS=0, read once when esbuild is imported):
+ * each transform is one short-lived child that Node waits for and reaps before the call
+ * returns, so no esbuild process exists between imports, and none when the daemon execs.
+ * It costs one esbuild start per .ts file loaded (about 10 ms here).
  */
 
 interface HookData {
@@ -42,8 +52,25 @@ export async function resolve(specifier: string, context: Record<string, unknown
 
 const TS_FILE = /(?<!\.d)\.m?ts$/;
 
-type Transform = (code: string, options: Record<string, unknown>) => Promise<{ code: string }>;
-let transform: Transform | undefined;
+type TransformSync = (code: string, options: Record<string, unknown>) => { code: string };
+let transformSync: TransformSync | undefined;
+
+/** esbuild, loaded once with its worker thread (and so its long-lived service child) turned off. */
+async function esbuildTransform(): Promise<TransformSync> {
+  if (transformSync) return transformSync;
+  const before = process.env['ESBUILD_WORKER_THREADS'];
+  process.env['ESBUILD_WORKER_THREADS'] = '0';
+  try {
+    const esbuild = (await import('esbuild')) as unknown as { transformSync?: TransformSync; default?: { transformSync: TransformSync } };
+    transformSync = esbuild.transformSync ?? esbuild.default?.transformSync;
+  } finally {
+    // Only esbuild's import reads it: plugins and their child processes never see it.
+    if (before === undefined) delete process.env['ESBUILD_WORKER_THREADS'];
+    else process.env['ESBUILD_WORKER_THREADS'] = before;
+  }
+  if (!transformSync) throw new Error('esbuild has no transformSync');
+  return transformSync;
+}
 
 export async function load(url: string, context: Record<string, unknown>, next: Next<string, LoadResult>): Promise<LoadResult> {
   if (!url.startsWith('file:')) return next(url, context);
@@ -51,13 +78,10 @@ export async function load(url: string, context: Record<string, unknown>, next: 
   if (!TS_FILE.test(file.pathname)) return next(url, context);
   const { readFile } = await import('node:fs/promises');
   const { fileURLToPath } = await import('node:url');
-  if (!transform) {
-    const esbuild = (await import('esbuild')) as unknown as { transform: Transform; default?: { transform: Transform } };
-    transform = esbuild.transform ?? esbuild.default?.transform;
-  }
+  const transform = await esbuildTransform();
   const path = fileURLToPath(file);
   const source = await readFile(file, 'utf8');
-  const out = await transform!(source, {
+  const out = transform(source, {
     loader: 'ts',
     format: 'esm',
     target: 'es2022',
