@@ -3,7 +3,9 @@
  * everyone's tests use and which is never touched here): a standalone node (e.g. a second
  * broker address for failover, or a node with a TLS listener given as extra config lines), or
  * a cluster of several. Every node this starts is stopped at teardown, and a node a crashed run
- * left behind is stopped by the next `startRabbitNodes` (its name carries NODE_PREFIX).
+ * left behind is stopped by the next `startRabbitNodes`: its name carries NODE_PREFIX, and the
+ * pid of the test process that started it is written beside it, so that the nodes of a test
+ * still running (another file, another run) are left alone.
  *
  * How a node is made (root; `rabbitmq-server -detached` switches to the rabbitmq user):
  * - /etc/rabbitmq/rabbitmq.conf pins `listeners.tcp.local = 127.0.0.1:5672`, which beats
@@ -102,6 +104,7 @@ class Node implements RabbitNode {
     fs.mkdirSync(path.join(this.dir, 'log'), { recursive: true });
     const config = [`listeners.tcp.local = 127.0.0.1:${this.port}`, ...(options.extraConfig ?? [])];
     fs.writeFileSync(this.config, `# written by test/helpers/rabbit-nodes.ts\n${config.join('\n')}\n`);
+    fs.writeFileSync(path.join(this.dir, OWNER_FILE), String(process.pid));
   }
 
   private get config(): string {
@@ -168,13 +171,44 @@ async function stopNode(node: string, pidFile: string): Promise<void> {
   await rabbitmqctl(node, 'stop', ...(fs.existsSync(pidFile) ? [pidFile] : [])).catch(() => undefined);
 }
 
-/** Stops every node NODE_PREFIX names that epmd knows (a crashed run's) and removes BASE_DIR. */
+/** The file beside a node's data holding the pid of the test process that started it. */
+const OWNER_FILE = 'owner.pid';
+
+/** Whether the process that started a node (its folder's owner.pid) is gone, or unknown. */
+function orphaned(dir: string): boolean {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(path.join(dir, OWNER_FILE), 'utf8'));
+  } catch {
+    return true;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return true;
+  if (pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/**
+ * Stops the nodes NODE_PREFIX names that a gone test process left behind (epmd knows them,
+ * their owner pid is dead) and removes their data; the nodes of running tests stay.
+ */
 export async function cleanupRabbitNodes(): Promise<string[]> {
   const names = await exec('epmd', ['-names']).catch(() => '');
-  const ours = [...names.matchAll(/^name (\S+) at port/gm)].map((m) => m[1]!).filter((n) => n.startsWith(NODE_PREFIX));
-  for (const name of ours) await stopNode(`${name}@localhost`, path.join(BASE_DIR, name, 'pid'));
-  fs.rmSync(BASE_DIR, { recursive: true, force: true });
-  return ours;
+  const running = [...names.matchAll(/^name (\S+) at port/gm)].map((m) => m[1]!).filter((n) => n.startsWith(NODE_PREFIX));
+  const left = running.filter((name) => orphaned(path.join(BASE_DIR, name)));
+  for (const name of left) await stopNode(`${name}@localhost`, path.join(BASE_DIR, name, 'pid'));
+  let dirs: string[] = [];
+  try {
+    dirs = fs.readdirSync(BASE_DIR).filter((d) => d.startsWith(NODE_PREFIX));
+  } catch {
+    // no folder yet
+  }
+  for (const d of dirs) if (!running.includes(d) || left.includes(d)) if (orphaned(path.join(BASE_DIR, d))) fs.rmSync(path.join(BASE_DIR, d), { recursive: true, force: true });
+  return left;
 }
 
 /**
@@ -184,6 +218,11 @@ export async function cleanupRabbitNodes(): Promise<string[]> {
 export async function startRabbitNodes(owner: NodeOwner, options: readonly RabbitNodeOptions[]): Promise<RabbitNode[]> {
   const left = await cleanupRabbitNodes();
   if (left.length > 0) owner.log(`stopped nodes left by an earlier run: ${left.join(', ')}`);
+  const names = await exec('epmd', ['-names']).catch(() => '');
+  for (const o of options) {
+    // Another test process (still running) has a node with this id: ids must differ between tests that can run together.
+    if (names.includes(`name ${NODE_PREFIX}${o.id} at port`)) throw new Error(`node ${NODE_PREFIX}${o.id} is in use by another test process: give this test other node ids`);
+  }
   const nodes = options.map((o) => new Node(o.id, o));
   owner.teardown?.(() => stopRabbitNodes(nodes));
   const t0 = performance.now();
