@@ -39,7 +39,8 @@ export interface RabbitNodeOptions {
   /**
    * A small number naming the node and its default ports: node `postage-ci-<id>@localhost`,
    * AMQP on 127.0.0.1:(5680 + id), Erlang distribution on 25680 + id. Tests that run at the
-   * same time must use different ids.
+   * same time must use different ids. Taken: 1–3 the cluster (test/deploy/cluster), 10–19
+   * the fault suite (test/faults), 20–29 TLS (test/security).
    */
   id: number;
   /** AMQP port. Default: 5680 + id. */
