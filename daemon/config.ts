@@ -43,6 +43,7 @@ export interface DaemonConfig {
   host: string;
   pluginDir: string;
   watch: boolean;
+  strictModes: boolean;
   watchDebounce: number;
   startTimeout: number;
   drainTimeout: number;
@@ -97,6 +98,13 @@ export const schema = {
     default: true,
     env: 'POSTAGED_WATCH',
     arg: 'watch',
+  },
+  strictModes: {
+    doc: "Load only plugins nobody else can change, as sshd's StrictModes: a plugin folder or file owned by a user other than the daemon's or root, writable by its group (unless the owner's private group) or by everyone, a symlink leading out of the folder, or a non-regular file is refused (logged with the path and the reason, shown in status). Turning it off lets whoever can write the folder run code as the daemon (docs/security.md).",
+    format: 'postaged-bool',
+    default: true,
+    env: 'POSTAGED_STRICT_MODES',
+    arg: 'strict-modes',
   },
   watchDebounce: {
     doc: 'Milliseconds of quiet after the last change before the restart (saving ten files restarts once).',

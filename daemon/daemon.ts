@@ -267,7 +267,7 @@ export class Daemon {
     if (running.length > 0) {
       // ES modules cannot be unloaded: new code for a running plugin means a new process image,
       // but only if the new code loads: a broken file must not replace a working generation.
-      const checks = await Promise.all(running.map(async (f) => ({ file: f, check: await checkPlugin(f, this.options.config.startTimeout) })));
+      const checks = await Promise.all(running.map(async (f) => ({ file: f, check: await checkPlugin(f, this.options.config.startTimeout, this.options.config.strictModes) })));
       const broken = checks.filter((c) => !c.check.ok);
       for (const { file, check } of broken) {
         host.setPending(file, `its file changed, but the new version does not load (${check.ok ? '' : check.reason}); this one keeps running`);

@@ -121,7 +121,7 @@ export class Host {
    */
   async addPlugins(files: readonly string[], options: { revive?: boolean } = {}): Promise<void> {
     if (this.closing) return;
-    const loaded = await Promise.all(files.map((f) => loadPlugin(f, { timeout: this.options.config.startTimeout })));
+    const loaded = await Promise.all(files.map((f) => loadPlugin(f, { timeout: this.options.config.startTimeout, strictModes: this.options.config.strictModes })));
     const starts: Array<Promise<void>> = [];
     for (const plugin of loaded) {
       const started = this.admit(plugin, options.revive === true);

@@ -18,9 +18,9 @@ export type PluginCheck = { ok: true; name: string } | { ok: false; reason: stri
 const SCRIPT = fileURLToPath(import.meta.url);
 
 /** Imports `file` in a child process; never throws. */
-export function checkPlugin(file: string, timeoutMs: number): Promise<PluginCheck> {
+export function checkPlugin(file: string, timeoutMs: number, strictModes: boolean): Promise<PluginCheck> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [SCRIPT, file, String(timeoutMs)], { timeout: timeoutMs + 5000, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [SCRIPT, file, String(timeoutMs), String(strictModes)], { timeout: timeoutMs + 5000, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
       const line = stdout.trim().split('\n').at(-1) ?? '';
       try {
         const result = JSON.parse(line) as PluginCheck;
@@ -34,14 +34,14 @@ export function checkPlugin(file: string, timeoutMs: number): Promise<PluginChec
   });
 }
 
-async function run(file: string, timeoutMs: number): Promise<void> {
+async function run(file: string, timeoutMs: number, strictModes: boolean): Promise<void> {
   const { installPluginResolution } = await import('./plugin-resolution.js');
   const { loadPlugin } = await import('./plugin-loader.js');
   installPluginResolution();
-  const loaded = await loadPlugin(file, { timeout: timeoutMs });
+  const loaded = await loadPlugin(file, { timeout: timeoutMs, strictModes });
   process.stdout.write(`${JSON.stringify(loaded.ok ? { ok: true, name: loaded.name } : { ok: false, reason: loaded.reason })}\n`);
   // The plugin may have left timers or sockets behind: its top-level code ran, nothing more is needed.
   process.exit(0);
 }
 
-if (process.argv[1] === SCRIPT) await run(process.argv[2] ?? '', Number(process.argv[3] ?? 10_000));
+if (process.argv[1] === SCRIPT) await run(process.argv[2] ?? '', Number(process.argv[3] ?? 10_000), process.argv[4] !== 'false');
