@@ -31,12 +31,8 @@ function list(value: unknown, key: string, file: string): string[] {
   throw configError(file, `broker.${key} must be a string or a list of strings`);
 }
 
-/**
- * The broker section of a `postaged` config file (JSON with comments), validated as the
- * daemon validates it: an unknown key in `broker` is an error naming it. Other sections are
- * the daemon's and are ignored here.
- */
-export async function fileLayer(file: string): Promise<BrokerSettings> {
+/** A config file's top-level object (JSON with comments); exit 78 when it is missing or invalid. */
+async function readConfigFile(file: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -50,7 +46,30 @@ export async function fileLayer(file: string): Promise<BrokerSettings> {
     throw configError(file, `not valid JSON (${(err as Error).message})`);
   }
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw configError(file, 'the top level must be a JSON object');
-  const broker = (doc as Record<string, unknown>)['broker'];
+  return doc as Record<string, unknown>;
+}
+
+/**
+ * `security.signingKeyFile` of a `postaged` config file: the CLI signs its control commands
+ * with the daemon's secrets (the daemon refuses unsigned ones when they are set).
+ */
+export async function fileSigningKeyFile(file: string): Promise<string | undefined> {
+  const security = (await readConfigFile(file))['security'];
+  if (security === undefined || security === null || typeof security !== 'object') return undefined;
+  const keyFile = (security as Record<string, unknown>)['signingKeyFile'];
+  if (keyFile === undefined || keyFile === '') return undefined;
+  if (typeof keyFile !== 'string') throw configError(file, 'security.signingKeyFile must be a string');
+  return keyFile;
+}
+
+/**
+ * The broker section of a `postaged` config file (JSON with comments), validated as the
+ * daemon validates it: an unknown key in `broker` is an error naming it. Other sections are
+ * the daemon's and are ignored here.
+ */
+export async function fileLayer(file: string): Promise<BrokerSettings> {
+  const doc = await readConfigFile(file);
+  const broker = doc['broker'];
   if (broker === undefined) return {};
   if (broker === null || typeof broker !== 'object' || Array.isArray(broker)) throw configError(file, 'broker must be an object');
   const b = broker as Record<string, unknown>;

@@ -4,8 +4,9 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { BrokerSettings, MessageResult } from 'postage';
-import { envLayer, fileLayer, flagsOverride, mergeLayers } from './broker-settings.js';
-import { EXIT_CODES_HELP, ExitCode, type ExitCodeValue } from './exit-codes.js';
+import { readSigningKeys, signingEnv } from 'postage/internal';
+import { envLayer, fileLayer, fileSigningKeyFile, flagsOverride, mergeLayers } from './broker-settings.js';
+import { CliError, EXIT_CODES_HELP, ExitCode, type ExitCodeValue } from './exit-codes.js';
 import { KEY_FORMS_HELP } from './keys.js';
 import { showFailure, responder, type Output } from './output.js';
 import { Session } from './session.js';
@@ -60,22 +61,32 @@ export function helpFooter(examples: readonly string[], withKeys = true): string
   return ['', 'Examples:', ...examples.map((e) => `  $ ${e}`), '', ...(withKeys ? [KEY_FORMS_HELP, ''] : []), env, '', EXIT_CODES_HELP].join('\n');
 }
 
-/** The broker settings for these options: file < environment, merged; `--host`/`--vhost` as an override. */
-export async function brokerFor(options: BrokerOptions): Promise<{ settings: BrokerSettings; override: ReturnType<typeof flagsOverride> }> {
+/**
+ * The broker settings for these options: file < environment, merged; `--host`/`--vhost` as an
+ * override; the signing secrets (environment, else the config file's security.signingKeyFile).
+ */
+export async function brokerFor(options: BrokerOptions): Promise<{ settings: BrokerSettings; override: ReturnType<typeof flagsOverride>; signing: string[] | undefined }> {
   const layers: BrokerSettings[] = [];
   if (options.config !== undefined) layers.push(await fileLayer(options.config));
+  let signing: string[] | undefined;
+  try {
+    const keyFile = options.config !== undefined ? await fileSigningKeyFile(options.config) : undefined;
+    signing = signingEnv() ?? (keyFile ? readSigningKeys(keyFile) : undefined);
+  } catch (err) {
+    throw new CliError(ExitCode.CONFIG, `signing key: ${(err as Error).message}`);
+  }
   // Deprecated variables (POSTAGE_RMQ_*) are warned about here, once: the library is told
   // not to read the environment again.
   const env = envLayer();
   for (const w of env.warnings) process.emitWarning(w, { type: 'DeprecationWarning', code: 'POSTAGE_DEP_ENV' });
   layers.push(env.layer);
-  return { settings: mergeLayers(layers), override: flagsOverride(options) };
+  return { settings: mergeLayers(layers), override: flagsOverride(options), signing };
 }
 
 /** Opens a session, runs `fn`, and always closes the connection. */
 export async function withSession<T>(options: BrokerOptions, fn: (session: Session) => Promise<T>): Promise<T> {
-  const { settings, override } = await brokerFor(options);
-  const session = new Session(settings, override);
+  const { settings, override, signing } = await brokerFor(options);
+  const session = new Session(settings, override, signing);
   try {
     await session.open();
     return await fn(session);

@@ -27,9 +27,17 @@ export class Session {
    * `settings` are every layer merged (file, environment): the library is told not to read
    * the environment again. A bad value (a host, a URL) is a configuration error, exit 78.
    */
-  constructor(settings: BrokerSettings, override: BrokerOverride = {}) {
+  constructor(settings: BrokerSettings, override: BrokerOverride = {}, signing?: readonly string[]) {
     try {
-      this.connection = new Connection({ ...settings, override, env: {}, connectAttempts: 1, reconnect: false, clientName: `postage cli ${process.pid}` });
+      this.connection = new Connection({
+        ...settings,
+        override,
+        env: {},
+        ...(signing ? { signing: { secrets: signing } } : {}),
+        connectAttempts: 1,
+        reconnect: false,
+        clientName: `postage cli ${process.pid}`,
+      });
     } catch (err) {
       if (err instanceof PostageError && err.code === 'POSTAGE_ERR_INVALID_ARGUMENT') throw new CliError(ExitCode.CONFIG, `broker settings: ${err.message}`);
       throw err;

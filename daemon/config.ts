@@ -11,6 +11,7 @@ import { ConfigError } from './config-error.js';
 import { registerFormats, validateApps } from './config-formats.js';
 import stripJsonComments from 'strip-json-comments';
 import { SECRET_KEYS } from './secrets.js';
+import { readSigningKeys } from 'postage/internal';
 
 export { ConfigError } from './config-error.js';
 export { redactConfig, secretsOf, SECRET_KEYS } from './secrets.js';
@@ -63,6 +64,7 @@ export interface DaemonConfig {
     reconnectDelay: { initial: number; max: number };
   };
   faults: { quarantineAfter: number; quarantineWindow: number; quarantineTime: number; quarantineMaxTime: number };
+  security: { signingKeyFile: string; signatureMaxAge: number; strictReplies: boolean };
   watchdog: { loopLagWarn: number; maxRss: number; interval: number };
   defaults: { prefetch: number; concurrency: number; handlerTimeout: number; maxAttempts: number };
   topology: { mode: 'durable' | 'postage'; sharedQueueExpires: number; uniqueQueueExpires: number; quorum: boolean };
@@ -232,6 +234,26 @@ export const schema = {
         default: 5000,
         env: 'POSTAGED_RECONNECT_MAX_DELAY',
       },
+    },
+  },
+  security: {
+    signingKeyFile: {
+      doc: 'File of shared secrets for signed control commands, one per line (the first signs, every one verifies: add the new secret second, then first, then remove the old one). When set (or POSTAGE_SIGNING_KEY is), quit, restart, join_group and leave_group must be signed, recent and not replayed, or they are refused and counted (status `refused`); the CLI and the producers of plugins sign with it. Keep it readable by the daemon only. Empty: off.',
+      format: 'postaged-string',
+      default: '',
+      env: 'POSTAGE_SIGNING_KEY_FILE',
+    },
+    signatureMaxAge: {
+      doc: 'Milliseconds a signed control command stays valid (either way, for clocks that differ between hosts); older ones are refused as stale.',
+      format: 'postaged-positive-ms',
+      default: 60_000,
+      env: 'POSTAGED_SIGNATURE_MAX_AGE',
+    },
+    strictReplies: {
+      doc: "Answer an RPC only when its reply_to is a caller's reply queue (amq.rabbitmq.reply-to… or a server-named amq.gen-… queue, what postage and Python Postage callers use); otherwise any caller could make a responder publish into any queue. Refusals are counted (status `refused`).",
+      format: 'postaged-bool',
+      default: false,
+      env: 'POSTAGED_STRICT_REPLIES',
     },
   },
   faults: {
@@ -459,6 +481,13 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   validate(conf, entries, sources);
   const config = conf.getProperties();
   validateApps(config.apps);
+  if (config.security.signingKeyFile) {
+    try {
+      readSigningKeys(config.security.signingKeyFile);
+    } catch (err) {
+      throw new ConfigError('security.signingKeyFile', `security.signingKeyFile: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (file ${config.security.signingKeyFile})`);
+    }
+  }
   if (config.shutdownTimeout <= config.drainTimeout) {
     throw new ConfigError('shutdownTimeout', `shutdownTimeout: must be greater than drainTimeout (${config.drainTimeout}), so that drains can finish before the watchdog fires (value ${config.shutdownTimeout})`);
   }

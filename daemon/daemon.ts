@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { Connection, DAEMON_DISCOVERY_KEY, type ConnectionOptions, type ControlEvent, type DaemonStatus, type GenericApplication, type Logger } from 'postage';
-import { reachesWholeProcess } from 'postage/internal';
+import { reachesWholeProcess, readSigningKeys } from 'postage/internal';
 import type { DaemonConfig } from './config.js';
 import { DaemonApplication } from './daemon-application.js';
 import { Faults } from './faults.js';
@@ -58,7 +58,9 @@ export function connectionOptions(config: Readonly<DaemonConfig>, host: string, 
     identity: { host },
     logger,
   };
-  return { ...common, url: [...b.url], hosts: [...b.hosts], port: b.port, vhost: b.vhost, user: b.user, password: b.password };
+  const keyFile = config.security.signingKeyFile;
+  const signing = keyFile ? { signing: { secrets: readSigningKeys(keyFile), maxAgeMs: config.security.signatureMaxAge } } : {};
+  return { ...common, ...signing, url: [...b.url], hosts: [...b.hosts], port: b.port, vhost: b.vhost, user: b.user, password: b.password };
 }
 
 export class Daemon {
@@ -88,6 +90,8 @@ export class Daemon {
     this.connection = new Connection(connectionOptions(config, this.host, logger.child({ app: config.name, component: 'broker' })));
     // Plugins that create producers without a connection get the daemon's (configured) broker.
     Connection.setDefault(this.connection);
+    // A signed command replayed after a re-exec is still a replay.
+    this.connection.signing?.nonces.import(options.state.carriedNonces);
     this.faults = new Faults(this.pluginDir, options.state, config.faults);
     this.watchdog = new Watchdog({
       ...config.watchdog,
@@ -123,6 +127,7 @@ export class Daemon {
       connection: this.connection,
       logger: this.options.logger.child({ app: config.name }),
       drainTimeout: config.drainTimeout,
+      strictReplies: config.security.strictReplies,
       topology: { ...config.topology },
       extraKeys: [DAEMON_DISCOVERY_KEY],
       status: () => this.status(),
@@ -303,7 +308,7 @@ export class Daemon {
       return;
     }
     this.log.info('re-exec', { nextGeneration: this.options.state.generation + 1, reason, closeMs: Math.round(performance.now() - t0) });
-    this.end({ kind: 'exec', state: this.options.state.next(reason, this.groupsAtClose) });
+    this.end({ kind: 'exec', state: this.options.state.next(reason, this.groupsAtClose, this.connection.signing?.nonces.export() ?? []) });
   }
 
   /**

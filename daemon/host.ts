@@ -100,6 +100,7 @@ export class Host {
       concurrency: appConfig.concurrency ?? config.defaults.concurrency,
       handlerTimeout: appConfig.handlerTimeout ?? config.defaults.handlerTimeout,
       maxAttempts: appConfig.maxAttempts ?? config.defaults.maxAttempts,
+      strictReplies: config.security.strictReplies,
       drainTimeout: config.drainTimeout,
       topology: { ...config.topology, ...(appConfig.topology ?? {}) },
       settings: { ...(appConfig.settings ?? {}) },
@@ -281,6 +282,8 @@ export class Host {
           timedOut: s?.timedOut ?? 0,
           duplicates: s?.duplicates ?? 0,
         },
+        invalid: { ...(s?.invalid ?? {}) },
+        refused: { ...(s?.refused ?? {}) },
         ...(state === 'failed' ? { error: reason ?? 'failed' } : reason !== undefined ? { reason } : {}),
       };
     });

@@ -8,7 +8,9 @@
  *   bindings live on at the broker, so the next generation must know them);
  * - the applications stopped by `quit`, which stay stopped until their file changes;
  * - when each plugin crashed the process lately, and which plugins are in quarantine (not
- *   loaded until a time, because they kept crashing).
+ *   loaded until a time, because they kept crashing);
+ * - the nonces of the signed control commands accepted lately, so that one replayed after a
+ *   re-exec is still recognised.
  *
  * Each generation also knows when it itself started: a restart command sent before that is
  * already satisfied (a storm of restarts ends in few re-execs, never a loop).
@@ -33,6 +35,8 @@ interface Carried {
   crashes?: Record<string, number[]>;
   /** Plugin file → its quarantine: until when (ms), why, and how many times so far. */
   quarantine?: Record<string, Quarantine>;
+  /** Nonces of the signed control commands accepted lately: [receiver nonce, signature time]. */
+  nonces?: Array<[string, number]>;
 }
 
 /** A plugin kept out of the daemon for a while because it kept crashing the process. */
@@ -60,7 +64,8 @@ function isCarried(data: Partial<Carried>): data is Carried {
     (data.quarantine === undefined ||
       (typeof data.quarantine === 'object' &&
         data.quarantine !== null &&
-        Object.values(data.quarantine).every((q) => q !== null && typeof q === 'object' && typeof q.until === 'number' && typeof q.reason === 'string' && typeof q.count === 'number')))
+        Object.values(data.quarantine).every((q) => q !== null && typeof q === 'object' && typeof q.until === 'number' && typeof q.reason === 'string' && typeof q.count === 'number'))) &&
+    (data.nonces === undefined || (Array.isArray(data.nonces) && data.nonces.every((n) => Array.isArray(n) && typeof n[0] === 'string' && typeof n[1] === 'number')))
   );
 }
 
@@ -81,6 +86,8 @@ export class RestartState {
   readonly #quit: Set<string>;
   readonly #crashes: Map<string, number[]>;
   readonly #quarantine: Map<string, Quarantine>;
+  /** The nonces the previous generation had accepted. */
+  readonly carriedNonces: ReadonlyArray<readonly [string, number]>;
 
   private constructor(carried: Carried, private readonly dedupeWindow: number, now: number, problem?: string) {
     this.generation = carried.generation;
@@ -93,6 +100,7 @@ export class RestartState {
     this.#quit = new Set(carried.quit ?? []);
     this.#crashes = new Map(Object.entries(carried.crashes ?? {}));
     this.#quarantine = new Map(Object.entries(carried.quarantine ?? {}));
+    this.carriedNonces = carried.nonces ?? [];
   }
 
   /** Re-exec count so far. */
@@ -171,7 +179,7 @@ export class RestartState {
   }
 
   /** The value of `POSTAGED_STATE` for the next generation; `groups`: every running application's groups now. */
-  next(reason: string, groups: Record<string, string[]> = {}): string {
+  next(reason: string, groups: Record<string, string[]> = {}, nonces: Array<[string, number]> = []): string {
     const now = Date.now();
     const handled = [...this.#handled.entries()].filter(([, at]) => now - at < this.dedupeWindow).slice(-MAX_IDS);
     const carried: Carried = {
@@ -183,6 +191,7 @@ export class RestartState {
       quit: [...this.#quit],
       crashes: Object.fromEntries(this.#crashes),
       quarantine: Object.fromEntries(this.#quarantine),
+      nonces,
     };
     return JSON.stringify(carried);
   }

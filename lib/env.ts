@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 
 /**
@@ -42,6 +43,8 @@ export const ENV_VARIABLES: ReadonlyArray<{ name: string; default: string; doc: 
   { name: 'POSTAGE_URL', default: '', doc: 'full amqp:// URL (or a comma-separated list); wins over the above' },
   { name: 'POSTAGE_DEBUG_MODE', default: 'false', doc: '"true" traces every message sent and received' },
   { name: 'POSTAGE_HOSTNAME', default: '(the OS host name)', doc: 'host name used in fingerprints and addresses (@H, N@H, P@H)' },
+  { name: 'POSTAGE_SIGNING_KEY_FILE', default: '', doc: 'file of secrets (one per line, the first signs) for signed control commands (never printed)' },
+  { name: 'POSTAGE_SIGNING_KEY', default: '', doc: 'a secret for signed control commands, when there is no key file (never printed)' },
   { name: 'POSTAGE_RMQ_USER', default: '', doc: 'deprecated alias of POSTAGE_USER' },
   { name: 'POSTAGE_RMQ_PASSWORD', default: '', doc: 'deprecated alias of POSTAGE_PASSWORD' },
 ];
@@ -127,4 +130,26 @@ export function defaultVhost(env: NodeJS.ProcessEnv = process.env): string {
 /** `LOGNAME` or `USER`, as Python's getpass reads them: the user name when the OS has no passwd entry. */
 export function loginName(env: NodeJS.ProcessEnv = process.env): string | undefined {
   return set(env, 'LOGNAME') ?? set(env, 'USER');
+}
+
+/**
+ * The secrets for signed control commands: `POSTAGE_SIGNING_KEY_FILE` (one per line; the first
+ * signs, every one verifies; `#` comments and blank lines ignored), else `POSTAGE_SIGNING_KEY`.
+ * `undefined` when neither is set. Throws when the file cannot be read or holds no secret.
+ */
+export function signingEnv(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  const file = set(env, 'POSTAGE_SIGNING_KEY_FILE');
+  if (file !== undefined) return readSigningKeys(file);
+  const key = set(env, 'POSTAGE_SIGNING_KEY');
+  return key === undefined ? undefined : [key];
+}
+
+/** The secrets of a key file (see signingEnv). */
+export function readSigningKeys(file: string): string[] {
+  const keys = readFileSync(file, 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+  if (keys.length === 0) throw new Error(`the signing key file ${file} holds no secret`);
+  return keys;
 }

@@ -3,7 +3,8 @@
  * need from the library beyond its public surface. Not for applications: these names may
  * change in any release.
  */
-export { brokerEnv, debugMode, splitList, BROKER_DEFAULTS } from './env.js';
+export { brokerEnv, debugMode, splitList, signingEnv, readSigningKeys, BROKER_DEFAULTS } from './env.js';
+export { canonicalJson, signBody, verifyBody, isControl, NonceStore, CONTROL_COMMANDS } from './wire/signature.js';
 export { resolveBroker, displayTarget, parseHost, redactUrl } from './amqp/broker-address.js';
 export { validateBody } from './wire/message.js';
 export { SENT_AT_HEADER } from './messaging/generic-producer.js';

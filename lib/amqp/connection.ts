@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import amqp from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
 import { ClosedError, PostageError, brand } from '../errors.js';
-import { debugMode, localHostname } from '../env.js';
+import { debugMode, localHostname, signingEnv } from '../env.js';
+import { NonceStore } from '../wire/signature.js';
 import { defaultLogger, type Logger } from '../logger.js';
 import { displayTarget, resolveBroker, type BrokerOverride, type BrokerSettings, type BrokerTarget } from './broker-address.js';
 import type { ExchangeClass } from './exchange.js';
@@ -33,6 +34,13 @@ export interface ConnectionOptions extends BrokerSettings {
    * connection (fingerprints and addresses). Default host: `POSTAGE_HOSTNAME`, else the OS's.
    */
   identity?: { host?: string };
+  /**
+   * Signed control commands (`quit`, `restart`, `join_group`, `leave_group`): producers on this
+   * connection sign them, processors refuse those that are unsigned, badly signed, older than
+   * `maxAgeMs` (default 60000) or replayed. `secrets`: the first signs, every one verifies
+   * (rotation). Default: `POSTAGE_SIGNING_KEY_FILE` / `POSTAGE_SIGNING_KEY`, else off.
+   */
+  signing?: { secrets: ReadonlyArray<string | Buffer>; maxAgeMs?: number };
   /** The environment consulted for the fields not given. Default: `process.env`. */
   env?: NodeJS.ProcessEnv;
   logger?: Logger;
@@ -78,6 +86,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   readonly logger: Logger;
   /** The host name fingerprints and addresses made on this connection use. */
   readonly identity: { readonly host: string };
+  /** Signed control commands, when configured (see ConnectionOptions.signing). */
+  readonly signing: { readonly secrets: ReadonlyArray<string | Buffer>; readonly maxAgeMs: number; readonly nonces: NonceStore } | undefined;
   /** How many times a connection was established (1 after the first). */
   generation = 0;
   /** True while the broker has told us it blocks publishers (memory or disk alarm). */
@@ -104,6 +114,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (targets.length === 0) throw new PostageError('POSTAGE_ERR_INVALID_ARGUMENT', 'no broker URL or host given', { key: 'url' });
     this.targets = targets;
     this.identity = Object.freeze({ host: options.identity?.host || localHostname(options.env) });
+    const secrets = options.signing?.secrets ?? signingEnv(options.env);
+    if (secrets !== undefined && secrets.length === 0) throw new PostageError('POSTAGE_ERR_INVALID_ARGUMENT', 'signing: at least one secret is needed', { key: 'signing.secrets' });
+    const maxAgeMs = options.signing?.maxAgeMs ?? 60_000;
+    this.signing = secrets === undefined ? undefined : Object.freeze({ secrets: [...secrets], maxAgeMs, nonces: new NonceStore(maxAgeMs) });
     warnDeprecated(warnings);
   }
 

@@ -6,7 +6,7 @@
 import type { ProcessorStats } from '../processing/message-processor.js';
 
 /** Message counters of one application, as `status` reports them. */
-export type MessageCounts = Omit<ProcessorStats, 'invalid'>;
+export type MessageCounts = Omit<ProcessorStats, 'invalid' | 'refused'>;
 
 /** One application of a daemon. */
 export interface ApplicationStatus {
@@ -18,6 +18,10 @@ export interface ApplicationStatus {
   groups: string[];
   queues: string[];
   counts: MessageCounts;
+  /** Messages refused before any handler, per reason (`decode`, `too-large`, …). Since postaged 0.2. */
+  invalid?: Record<string, number>;
+  /** Control commands refused (signing on), per reason (`unsigned`, `bad-signature`, `stale`, `replayed`). Since postaged 0.2. */
+  refused?: Record<string, number>;
   /** Only when `state` is `failed`. */
   error?: string;
   /** Why it is in its state, when that needs saying (quit, disabled, quarantined, recovering, a change that does not load). */

@@ -6,6 +6,7 @@ import { Exchange, type ExchangeClass } from '../amqp/exchange.js';
 import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
 import { Message, MessageCommand, RpcCommand, type MessageBody, type MessageResult } from '../wire/message.js';
+import { isControl, signBody } from '../wire/signature.js';
 import { childLogger, debugEnabled, type Logger } from '../logger.js';
 import { fetchReply, rpcCall, rpcCollect, sendQueueOnly, type RpcRequest } from './rpc-client.js';
 
@@ -150,9 +151,21 @@ export class GenericProducer {
   /**
    * Publishes a message to every (exchange, key) pair; resolves once the broker confirmed it,
    * saying whether each pair reached a queue (messages are `mandatory`: an unroutable one is
-   * reported, not silently counted as delivered).
+   * reported, not silently counted as delivered). With signing configured on the connection,
+   * a control command is signed for each key it goes to.
    */
   async send(message: Message, options: SendOptions = {}): Promise<SendResult> {
+    const signing = this.connection.signing;
+    if (signing && isControl(message.body)) {
+      message.setFingerprint(this.fingerprint);
+      const pairs = this.resolveEks(options);
+      const contents = pairs.map(([, key]) => {
+        const body = { ...message.body, _reserved: { ...message.body._reserved } };
+        signBody(body, key, signing.secrets);
+        return this.encoder.encode(body);
+      });
+      return this.publishPairs(pairs, contents);
+    }
     const content = this.encode(message);
     return this.forwardEncoded(content, options);
   }
@@ -172,11 +185,16 @@ export class GenericProducer {
     return this.forwardEncoded(this.encoder.encode(body), options);
   }
 
-  private async forwardEncoded(content: Buffer, options: SendOptions): Promise<SendResult> {
+  private forwardEncoded(content: Buffer, options: SendOptions): Promise<SendResult> {
+    const pairs = this.resolveEks(options);
+    return this.publishPairs(pairs, pairs.map(() => content));
+  }
+
+  /** Publishes `contents[i]` to `pairs[i]`, all with one message id. */
+  private async publishPairs(pairs: ExchangeKeys, contents: readonly Buffer[]): Promise<SendResult> {
     const publisher = this.connection.publisher;
     const publishOptions = this.publishOptions();
-    const pairs = this.resolveEks(options);
-    const results = await Promise.all(pairs.map(([exchange, key]) => publisher.publish(exchange, key, content, publishOptions)));
+    const results = await Promise.all(pairs.map(([exchange, key], i) => publisher.publish(exchange, key, contents[i] as Buffer, publishOptions)));
     const unroutable = pairs.filter((_, i) => !results[i]?.routed).map(([exchange, key]) => ({ exchange: exchange.name, key }));
     if (unroutable.length > 0 && debugEnabled(this.logger)) this.logger.debug('no queue bound: the broker dropped the message', { unroutable });
     return { routed: unroutable.length === 0, unroutable };

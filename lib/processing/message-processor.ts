@@ -7,6 +7,7 @@ import { MicroThread } from '../scheduler/micro-thread.js';
 import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
 import { MessageResultError, MessageResultException, type MessageBody } from '../wire/message.js';
+import { isControl, verifyBody, type SignatureRefusal } from '../wire/signature.js';
 import { childLogger, debugEnabled, type Logger } from '../logger.js';
 import { Dispatcher, type InvalidReason, type LoopHold, type Outcome } from './dispatcher.js';
 import { MessageHandler } from './handlers.js';
@@ -52,6 +53,14 @@ export interface ProcessorOptions {
   deadLetter?: DeadLetterTarget;
   /** Queues declared (and bound) with the others, but not consumed. */
   declareOnly?: ExchangeQueueKeys;
+  /**
+   * Answer an RPC only when its `reply_to` is a caller's reply queue: RabbitMQ's direct
+   * reply-to (`amq.rabbitmq.reply-to…`) or a server-named queue (`amq.gen-…`), which are what
+   * this library and Python Postage use. Otherwise any caller could make this responder
+   * publish into any queue of the vhost. Refusals are counted (`refused['reply-target']`).
+   * Default: false.
+   */
+  strictReplies?: boolean;
   encoder?: Encoder;
   logger?: Logger;
 }
@@ -72,6 +81,12 @@ export interface ProcessorStats {
   duplicates: number;
   /** Messages refused before any handler, per reason (`decode`, `too-large`, `too-deep`, `malformed`). */
   invalid: Partial<Record<InvalidReason, number>>;
+  /**
+   * Refused because of the security options, per reason: control commands with signing on
+   * (`unsigned`, `bad-signature`, `stale`, `replayed`), RPC replies with strict replies on
+   * (`reply-target`: a `reply_to` that is not a caller's reply queue).
+   */
+  refused: Partial<Record<SignatureRefusal | 'reply-target', number>>;
 }
 
 /** Why a processor stopped. */
@@ -146,7 +161,7 @@ export class MessageProcessor extends MicroThread {
   readonly encoder: Encoder;
   readonly logger: Logger;
   readonly events = new EventEmitter<ProcessorEvents>();
-  readonly stats: ProcessorStats = { received: 0, handled: 0, failed: 0, rejected: 0, deadLettered: 0, unhandled: 0, retried: 0, timedOut: 0, duplicates: 0, invalid: {} };
+  readonly stats: ProcessorStats = { received: 0, handled: 0, failed: 0, rejected: 0, deadLettered: 0, unhandled: 0, retried: 0, timedOut: 0, duplicates: 0, invalid: {}, refused: {} };
   protected readonly concurrency: number;
   protected readonly drainTimeout: number;
   protected readonly handlerTimeout: number;
@@ -161,6 +176,7 @@ export class MessageProcessor extends MicroThread {
   #wake: (() => void) | undefined;
   #closing: Promise<void> | undefined;
   readonly #invalidLog: RateLimitedLog;
+  readonly #refusedLog: RateLimitedLog;
   readonly #started = deferred();
   /** A control listener acts on a command: take no further message. */
   #held = false;
@@ -195,6 +211,7 @@ export class MessageProcessor extends MicroThread {
       fingerprint: this.fingerprint,
       deadLetter: options.deadLetter,
       maxAttempts: Math.max(1, options.maxAttempts ?? 1),
+      strictReplies: options.strictReplies ?? false,
       retryDelay: { initial: options.retryDelay?.initial ?? 100, max: options.retryDelay?.max ?? 5000 },
       stats: this.stats,
       logger: this.logger,
@@ -202,6 +219,7 @@ export class MessageProcessor extends MicroThread {
     const window = options.rpcDedupeWindow ?? 60_000;
     this.#rpcMemory = window > 0 ? new RpcMemory(window) : undefined;
     this.#invalidLog = new RateLimitedLog(this.logger, 1000);
+    this.#refusedLog = new RateLimitedLog(this.logger, 60_000);
     this.#trace = debugEnabled(this.logger);
   }
 
@@ -315,6 +333,7 @@ export class MessageProcessor extends MicroThread {
     }
     const body = decoded.body;
     if (this.#trace) this.logger.debug('<--', { queue: delivery.queue, body });
+    if (this.connection.signing && isControl(body) && this.#refuseControl(delivery, body)) return;
     if (body.category === 'rpc' && this.#rpcMemory?.answerAgain(delivery, this.#settlement)) {
       this.stats.duplicates++;
       delivery.ack();
@@ -323,6 +342,30 @@ export class MessageProcessor extends MicroThread {
     const reply = this.#rpcMemory && body.category === 'rpc' ? this.#rpcMemory.replier(delivery, this.#settlement) : (result: unknown) => this.#settlement.reply(delivery, result);
     const outcome = await this.#withTimeout(this.#dispatcher.dispatch(body, reply), body);
     await this.#settle(delivery, body, outcome, reply);
+  }
+
+  /**
+   * With signing on, a control command must be signed for the key it came with, recently,
+   * and not seen before; otherwise it is acked and dropped (not dead-lettered: it is a
+   * refused order, not a message that failed), counted, and logged once per sender and
+   * reason per minute.
+   */
+  #refuseControl(delivery: Delivery, body: MessageBody): boolean {
+    const signing = this.connection.signing;
+    if (!signing) return false;
+    const fp = this.fingerprint;
+    const scope = `${fp.name}:${fp.pid}@${fp.host}`;
+    const refusal = verifyBody(body, delivery.message.fields.routingKey, {
+      secrets: signing.secrets,
+      maxAgeMs: signing.maxAgeMs,
+      remember: (nonce, ts) => signing.nonces.remember(scope, nonce, ts),
+    });
+    if (refusal === undefined) return false;
+    this.stats.refused[refusal] = (this.stats.refused[refusal] ?? 0) + 1;
+    const sender = `${body.fingerprint['name'] ?? '?'}:${body.fingerprint['pid'] ?? '?'}@${body.fingerprint['host'] ?? '?'}`;
+    this.#refusedLog.warn(`${refusal} ${sender}`, `refused a control command: ${refusal}`, { command: body.name, reason: refusal, sender, key: delivery.message.fields.routingKey });
+    delivery.ack();
+    return true;
   }
 
   /** Races a dispatch against `handlerTimeout`. */

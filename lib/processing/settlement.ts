@@ -13,6 +13,7 @@ import type { Encoder } from '../wire/encoder.js';
 import type { FingerprintDict } from '../wire/fingerprint.js';
 import { Message, MessageResult } from '../wire/message.js';
 import type { Logger } from '../logger.js';
+import { RateLimitedLog } from './rate-limited-log.js';
 
 /** Where failed messages go instead of vanishing. */
 export interface DeadLetterTarget {
@@ -29,7 +30,11 @@ export const ATTEMPT_HEADER = 'x-postage-attempt';
 export interface SettlementStats {
   deadLettered: number;
   retried: number;
+  refused: Partial<Record<string, number>>;
 }
+
+/** The reply queues of callers: RabbitMQ's direct reply-to, and server-named queues (Python's exclusive ones). */
+const CALLER_QUEUE = /^(amq\.rabbitmq\.reply-to(\..*)?|amq\.gen-.*)$/;
 
 /** @internal */
 export interface SettlementOptions {
@@ -41,6 +46,8 @@ export interface SettlementOptions {
   maxAttempts: number;
   /** Delay before a retry, in ms: doubles from `initial` up to `max`. */
   retryDelay: { initial: number; max: number };
+  /** Reply only to callers' reply queues (see ProcessorOptions.strictReplies). */
+  strictReplies: boolean;
   stats: SettlementStats;
   logger: Logger;
 }
@@ -56,7 +63,11 @@ export class Settlement {
   /** Retries waiting for their delay: published at once if the processor closes. */
   readonly #waiting = new Map<Delivery, { timer: NodeJS.Timeout; run: () => Promise<void> }>();
 
-  constructor(private readonly options: SettlementOptions) {}
+  readonly #refusedLog: RateLimitedLog | undefined;
+
+  constructor(private readonly options: SettlementOptions) {
+    this.#refusedLog = options.strictReplies ? new RateLimitedLog(options.logger, 60_000) : undefined;
+  }
 
   /** Messages waiting for their retry delay. */
   get waitingRetries(): number {
@@ -87,6 +98,11 @@ export class Settlement {
 
   /** Sends an already encoded reply (a de-duplicated RPC answered again). */
   replyEncoded(replyTo: string, correlationId: string | undefined, content: Buffer): Promise<void> {
+    if (this.options.strictReplies && !CALLER_QUEUE.test(replyTo)) {
+      this.options.stats.refused['reply-target'] = (this.options.stats.refused['reply-target'] ?? 0) + 1;
+      this.#refusedLog?.warn(replyTo, 'RPC reply refused: reply_to is not a caller\'s reply queue (strictReplies)', { replyTo });
+      return Promise.resolve();
+    }
     const options: Options.Publish = { contentType: this.options.encoder.contentType, ...(correlationId === undefined ? {} : { correlationId }) };
     return this.options.connection.publisher.reply(replyTo, content, options).catch((err: unknown) => {
       this.options.logger.warn('could not send an RPC reply', { replyTo, error: (err as Error).message });

@@ -119,7 +119,7 @@ brokerTest('status returns every field, with the right types', async (t) => {
   t.is(s['pluginDir'], dir);
   const apps = s['applications'] as Array<Record<string, unknown>>;
   const own = apps.find((a) => a['name'] === 'statusd')!;
-  t.deepEqual(Object.keys(own).sort(), ['counts', 'file', 'groups', 'name', 'queues', 'state']);
+  t.deepEqual(Object.keys(own).sort(), ['counts', 'file', 'groups', 'invalid', 'name', 'queues', 'refused', 'state']);
   t.is(own['file'], null);
   t.is(own['state'], 'running');
   t.deepEqual(own['queues'], ['statusd', 'statusd@status-host', `statusd:${daemon.pid}@status-host`]);
