@@ -4,7 +4,7 @@
  * may run several versions of postaged.
  */
 import type { ApplicationStatus, DaemonStatus } from 'postage';
-import { bytes, duration, percent, table, type Column } from './output.js';
+import { bytes, duration, percent, safe, table, type Column } from './output.js';
 
 export type { ApplicationStatus, DaemonStatus, MessageCounts } from 'postage';
 
@@ -113,7 +113,7 @@ export function psTable(daemons: readonly DaemonStatus[], others: readonly Other
   const sorted = [...others].sort((a, b) => a.host.localeCompare(b.host) || a.name.localeCompare(b.name) || Number(a.pid) - Number(b.pid));
   for (const o of sorted) rows.push([o.host, o.pid, '-', '-', '-', '-', '-', o.name, NOT_A_DAEMON, '-', '-', '-', '']);
   if (others.length > 0) notes.push(`${others.length} application(s) answer ping but not status (${NOT_A_DAEMON}: a plain application, or a Python Postage one)`);
-  return table(PS_COLUMNS, rows) + notes.map((s) => `${s}\n`).join('');
+  return table(PS_COLUMNS, rows) + notes.map((s) => `${safe(s)}\n`).join('');
 }
 
 /**
@@ -175,7 +175,8 @@ export function statusBlock(d: DaemonStatus): string {
   ]);
   const queues = s.applications.map((a) => `  ${a.name}: ${a.queues.join(', ') || '-'}`);
   const errors = s.applications.filter((a) => a.error !== undefined).map((a) => `  ${a.name} failed: ${a.error}`);
-  return (
+  // Names, reasons and errors come from the daemon: no control characters reach the terminal.
+  return safe(
     lines.join('\n') +
     table(APP_COLUMNS, rows)
       .split('\n')

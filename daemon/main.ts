@@ -13,6 +13,7 @@
 import fs from 'node:fs';
 import { parseCommandLine, helpText } from './argv.js';
 import { ConfigError, loadConfig, redactConfig, secretsOf, type LoadedConfig } from './config.js';
+import { exposedSecretFile } from './secrets.js';
 import { Daemon, type Outcome } from './daemon.js';
 import { createLogger, flushLogs } from './logger.js';
 import { installPluginResolution } from './plugin-resolution.js';
@@ -96,7 +97,9 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
   }
   const { config } = loaded;
   if (printConfig) {
-    process.stdout.write(`${JSON.stringify(redactConfig(config), null, 2)}\n`);
+    const { config: shown, redacted } = redactConfig(config);
+    process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
+    if (redacted.length > 0) process.stderr.write(`postaged: --print-config: secrets replaced by ***: ${redacted.join(', ')}\n`);
     exit(EXIT_OK);
   }
   try {
@@ -110,6 +113,14 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
   const logger = createLogger({ level: config.log.level, format: config.log.format, secrets: secretsOf(config), ...(config.host ? { host: config.host } : {}) });
   const log = logger.child({ app: config.name });
   for (const w of loaded.warnings) log.warn(w);
+  // A file holding secrets that other users can read is worth saying, once, at start.
+  for (const [file, holds] of [
+    [loaded.configFile, loaded.sources['broker.password'] === 'file' || (loaded.sources['broker.url'] === 'file' && config.broker.url.some((u) => /:\/\/[^/@]*:[^/@]*@/.test(u)))],
+    [config.security.signingKeyFile || null, true],
+  ] as const) {
+    const exposed = file && holds ? exposedSecretFile(file) : undefined;
+    if (exposed) log.warn(exposed);
+  }
   const shadowed = ['broker.hosts', 'broker.port', 'broker.vhost', 'broker.user', 'broker.password'].filter((k) => loaded.sources[k] !== 'default');
   if (config.broker.url.length > 0 && shadowed.length > 0) log.warn('broker.url is set: it wins over these keys, which are ignored', { keys: shadowed });
   if (state.problem) log.warn(state.problem);
