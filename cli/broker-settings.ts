@@ -13,7 +13,8 @@ import stripJsonComments from 'strip-json-comments';
 import { CliError, ExitCode } from './exit-codes.js';
 
 /** The keys of the daemon's `broker` section; `heartbeat` and `connectAttempts` are the daemon's (the CLI tries once). */
-const BROKER_KEYS = ['url', 'hosts', 'port', 'vhost', 'user', 'password', 'heartbeat', 'connectAttempts'] as const;
+const BROKER_KEYS = ['url', 'hosts', 'port', 'vhost', 'user', 'password', 'heartbeat', 'connectAttempts', 'connectTimeout', 'reconnectDelay', 'tls'] as const;
+const TLS_KEYS = ['enabled', 'ca', 'cert', 'key', 'servername', 'external'] as const;
 
 /** The environment layer: only the variables that are set, and deprecation warnings. */
 export function envLayer(env: NodeJS.ProcessEnv = process.env): { layer: BrokerSettings; warnings: string[] } {
@@ -84,6 +85,7 @@ export async function fileLayer(file: string): Promise<BrokerSettings> {
     if (!Number.isInteger(port) || (port as number) <= 0 || (port as number) > 65535) throw configError(file, `broker.port must be a port number (got ${JSON.stringify(port)})`);
     layer.port = port as number;
   }
+  if (b['tls'] !== undefined) layer.tls = tlsSection(b['tls'], file);
   for (const key of ['vhost', 'user', 'password'] as const) {
     const v = b[key];
     if (v === undefined) continue;
@@ -92,6 +94,29 @@ export async function fileLayer(file: string): Promise<BrokerSettings> {
     layer[key] = v;
   }
   return layer;
+}
+
+/** `broker.tls` of a config file, checked as the daemon checks it. */
+function tlsSection(value: unknown, file: string): NonNullable<BrokerSettings['tls']> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw configError(file, 'broker.tls must be an object');
+  const t = value as Record<string, unknown>;
+  for (const k of Object.keys(t)) if (!(TLS_KEYS as readonly string[]).includes(k)) throw configError(file, `broker.tls.${k}: unknown key; known keys: ${TLS_KEYS.join(', ')}`);
+  const str = (k: string): string | undefined => {
+    const v = t[k];
+    if (v === undefined || v === '') return undefined;
+    if (typeof v !== 'string') throw configError(file, `broker.tls.${k} must be a string`);
+    return v;
+  };
+  const bool = (k: string): boolean => {
+    const v = t[k];
+    if (v !== undefined && typeof v !== 'boolean') throw configError(file, `broker.tls.${k} must be true or false`);
+    return v === true;
+  };
+  const ca = t['ca'] === undefined ? undefined : list(t['ca'], 'tls.ca', file);
+  const cert = str('cert');
+  const key = str('key');
+  const servername = str('servername');
+  return { enabled: bool('enabled'), ...(ca && ca.length > 0 ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(servername ? { servername } : {}), ...(bool('external') ? { external: true } : {}) };
 }
 
 /** The layers merged, lowest first: each key a higher layer sets replaces the lower one's. */

@@ -106,6 +106,12 @@ const formats = {
       assert(typeof x === 'string', 'must be a string');
     },
   },
+  'postaged-path-list': {
+    validate(x: unknown) {
+      assert(Array.isArray(x) && x.every((p) => typeof p === 'string' && p.trim() !== ''), 'must be a list of file paths');
+    },
+    coerce: listOf,
+  },
   'postaged-host-list': {
     validate(x: unknown) {
       assert(Array.isArray(x) && x.length > 0 && x.every((h) => typeof h === 'string' && h !== '' && !/\s/.test(h)), 'must be a non-empty list of host names (host or host:port)');

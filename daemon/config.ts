@@ -62,6 +62,7 @@ export interface DaemonConfig {
     connectAttempts: number;
     connectTimeout: number;
     reconnectDelay: { initial: number; max: number };
+    tls: { enabled: boolean; ca: string[]; cert: string; key: string; servername: string; external: boolean };
   };
   faults: { quarantineAfter: number; quarantineWindow: number; quarantineTime: number; quarantineMaxTime: number };
   security: { signingKeyFile: string; signatureMaxAge: number; strictReplies: boolean };
@@ -178,7 +179,7 @@ export const schema = {
       env: 'POSTAGE_HOST',
     },
     port: {
-      doc: 'Broker port.',
+      doc: 'Broker port (for the hosts that give none). With broker.tls.enabled, the default 5672 means 5671, the AMQPS port.',
       format: 'postaged-port',
       default: 5672,
       env: 'POSTAGE_PORT',
@@ -220,6 +221,44 @@ export const schema = {
       format: 'postaged-positive-ms',
       default: 5000,
       env: 'POSTAGED_CONNECT_TIMEOUT',
+    },
+    tls: {
+      enabled: {
+        doc: 'Connect with TLS (amqps, port 5671 by default) to the nodes of broker.hosts; an amqps:// URL uses TLS whatever this says. Never falls back to plaintext.',
+        format: 'postaged-bool',
+        default: false,
+        env: 'POSTAGE_TLS',
+      },
+      ca: {
+        doc: "CA certificate file(s) (PEM) the broker's certificate must chain to. Empty: Node's bundled CAs (plus NODE_EXTRA_CA_CERTS).",
+        format: 'postaged-path-list',
+        default: [] as string[],
+        env: 'POSTAGE_TLS_CA',
+      },
+      cert: {
+        doc: 'Client certificate file (PEM), for a broker that asks for one, or for tls.external.',
+        format: 'postaged-string',
+        default: '',
+        env: 'POSTAGE_TLS_CERT',
+      },
+      key: {
+        doc: "The client certificate's private key file (PEM). Keep it readable by the daemon only.",
+        format: 'postaged-string',
+        default: '',
+        env: 'POSTAGE_TLS_KEY',
+      },
+      servername: {
+        doc: "The name the broker's certificate must carry. Empty: the host connected to.",
+        format: 'postaged-string',
+        default: '',
+        env: 'POSTAGE_TLS_SERVERNAME',
+      },
+      external: {
+        doc: 'Authenticate with the client certificate (SASL EXTERNAL, the rabbitmq_auth_mechanism_ssl plugin) instead of broker.user and broker.password.',
+        format: 'postaged-bool',
+        default: false,
+        env: 'POSTAGE_TLS_EXTERNAL',
+      },
     },
     reconnectDelay: {
       initial: {
@@ -481,6 +520,16 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   validate(conf, entries, sources);
   const config = conf.getProperties();
   validateApps(config.apps);
+  const tls = config.broker.tls;
+  for (const [key, file] of [...tls.ca.map((f) => ['broker.tls.ca', f] as const), ['broker.tls.cert', tls.cert] as const, ['broker.tls.key', tls.key] as const]) {
+    if (!file) continue;
+    try {
+      fs.accessSync(file, fs.constants.R_OK);
+    } catch (err) {
+      throw new ConfigError(key, `${key}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  }
+  if (tls.external && (!tls.cert || !tls.key)) throw new ConfigError('broker.tls.external', 'broker.tls.external: needs broker.tls.cert and broker.tls.key (the certificate is the credential)');
   if (config.security.signingKeyFile) {
     try {
       readSigningKeys(config.security.signingKeyFile);

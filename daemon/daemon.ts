@@ -58,9 +58,13 @@ export function connectionOptions(config: Readonly<DaemonConfig>, host: string, 
     identity: { host },
     logger,
   };
+  const t = b.tls;
+  const tlsFiles = { ...(t.ca.length > 0 ? { ca: [...t.ca] } : {}), ...(t.cert ? { cert: t.cert } : {}), ...(t.key ? { key: t.key } : {}), ...(t.servername ? { servername: t.servername } : {}), ...(t.external ? { external: true } : {}) };
+  // TLS settings apply to amqps:// URLs whatever `enabled` says; `enabled` turns the hosts form to amqps.
+  const tls = { enabled: t.enabled, ...tlsFiles };
   const keyFile = config.security.signingKeyFile;
   const signing = keyFile ? { signing: { secrets: readSigningKeys(keyFile), maxAgeMs: config.security.signatureMaxAge } } : {};
-  return { ...common, ...signing, url: [...b.url], hosts: [...b.hosts], port: b.port, vhost: b.vhost, user: b.user, password: b.password };
+  return { ...common, ...signing, tls, url: [...b.url], hosts: [...b.hosts], port: t.enabled && b.port === 5672 ? 5671 : b.port, vhost: b.vhost, user: b.user, password: b.password };
 }
 
 export class Daemon {

@@ -15,6 +15,8 @@ export interface EnvBrokerSettings {
   vhost?: string;
   user?: string;
   password?: string;
+  /** From POSTAGE_TLS (`true` turns the hosts form to amqps) and POSTAGE_TLS_CA / _CERT / _KEY / _SERVERNAME / _EXTERNAL. */
+  tls?: { enabled: boolean; ca?: string[]; cert?: string; key?: string; servername?: string; external?: boolean };
 }
 
 /** Broker settings and debug switch taken from the environment, with defaults filled in. */
@@ -41,6 +43,12 @@ export const ENV_VARIABLES: ReadonlyArray<{ name: string; default: string; doc: 
   { name: 'POSTAGE_HOST', default: '127.0.0.1', doc: 'broker host (host, host:port, [v6]:port), or a comma-separated list to fail over' },
   { name: 'POSTAGE_PORT', default: '5672', doc: 'broker port' },
   { name: 'POSTAGE_URL', default: '', doc: 'full amqp:// URL (or a comma-separated list); wins over the above' },
+  { name: 'POSTAGE_TLS', default: 'false', doc: '"true": TLS (amqps) to the hosts of POSTAGE_HOST; an amqps:// URL uses TLS anyway' },
+  { name: 'POSTAGE_TLS_CA', default: '', doc: "CA certificate file(s) (PEM, comma-separated) the broker's certificate must chain to" },
+  { name: 'POSTAGE_TLS_CERT', default: '', doc: 'client certificate file (PEM)' },
+  { name: 'POSTAGE_TLS_KEY', default: '', doc: "client certificate's key file (PEM)" },
+  { name: 'POSTAGE_TLS_SERVERNAME', default: '', doc: "name the broker's certificate must carry (default: the host)" },
+  { name: 'POSTAGE_TLS_EXTERNAL', default: 'false', doc: '"true": authenticate with the client certificate (SASL EXTERNAL)' },
   { name: 'POSTAGE_DEBUG_MODE', default: 'false', doc: '"true" traces every message sent and received' },
   { name: 'POSTAGE_HOSTNAME', default: '(the OS host name)', doc: 'host name used in fingerprints and addresses (@H, N@H, P@H)' },
   { name: 'POSTAGE_SIGNING_KEY_FILE', default: '', doc: 'file of secrets (one per line, the first signs) for signed control commands (never printed)' },
@@ -84,6 +92,22 @@ export function brokerEnv(env: NodeJS.ProcessEnv = process.env): { settings: Env
       settings[field] = deprecated;
       warnings.push(`${old} is deprecated: use ${current}`);
     }
+  }
+  const tlsOn = (set(env, 'POSTAGE_TLS') ?? '').toLowerCase() === 'true';
+  const ca = set(env, 'POSTAGE_TLS_CA');
+  const cert = set(env, 'POSTAGE_TLS_CERT');
+  const key = set(env, 'POSTAGE_TLS_KEY');
+  const servername = set(env, 'POSTAGE_TLS_SERVERNAME');
+  const external = (set(env, 'POSTAGE_TLS_EXTERNAL') ?? '').toLowerCase() === 'true';
+  if (tlsOn || ca || cert || key || servername || external) {
+    settings.tls = {
+      enabled: tlsOn,
+      ...(ca ? { ca: splitList(ca) } : {}),
+      ...(cert ? { cert } : {}),
+      ...(key ? { key } : {}),
+      ...(servername ? { servername } : {}),
+      ...(external ? { external } : {}),
+    };
   }
   return { settings, warnings };
 }

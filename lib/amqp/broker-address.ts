@@ -44,8 +44,12 @@ export interface BrokerSettings {
   user?: string;
   /** Default: `guest`. Never logged. */
   password?: string;
-  /** TLS for every node (`true`: system CAs). An `amqps://` URL turns it on for that node. */
-  tls?: boolean | TlsSettings;
+  /**
+   * TLS: `true` (Node's CAs) or the files to use, for every node of `hosts` (amqps) and for
+   * every `amqps://` URL. `{ enabled: false, … }` keeps the hosts in plaintext and gives the
+   * files to `amqps://` URLs only.
+   */
+  tls?: boolean | (TlsSettings & { enabled?: boolean });
 }
 
 /** Parts of every node to replace (the CLI's `--host`, `--vhost`). */
@@ -95,9 +99,12 @@ export function parseHost(entry: string, defaultPort: number): { hostname: strin
   return { hostname: m[1] as string, port: m[2] === undefined ? defaultPort : portOf(m[2], 'hosts') };
 }
 
-function tlsOf(tls: BrokerSettings['tls']): TlsSettings | undefined {
-  if (tls === undefined || tls === false) return undefined;
-  return tls === true ? {} : { ...tls };
+/** The TLS files, and whether the hosts form uses TLS. */
+function tlsOf(tls: BrokerSettings['tls']): { files: TlsSettings | undefined; hosts: boolean } {
+  if (tls === undefined || tls === false) return { files: undefined, hosts: false };
+  if (tls === true) return { files: {}, hosts: true };
+  const { enabled, ...files } = tls;
+  return { files, hosts: enabled !== false };
 }
 
 function decode(part: string, key: string): string {
@@ -152,7 +159,7 @@ export function resolveBroker(settings: BrokerSettings = {}, options: { env?: No
   const env = fromEnv.settings;
   // Warn about a deprecated variable only when it was actually used for a field not given.
   const warnings = fromEnv.warnings.filter((w) => (w.startsWith('POSTAGE_RMQ_USER') ? settings.user === undefined : settings.password === undefined));
-  const tls = tlsOf(settings.tls);
+  const { files: tls, hosts: tlsHosts } = tlsOf(settings.tls ?? env.tls);
   const user = settings.user ?? env.user ?? BROKER_DEFAULTS.user;
   const password = settings.password ?? env.password ?? BROKER_DEFAULTS.password;
   const urls = settings.url === undefined ? env.url : typeof settings.url === 'string' ? [settings.url] : [...settings.url];
@@ -160,17 +167,17 @@ export function resolveBroker(settings: BrokerSettings = {}, options: { env?: No
   if (urls !== undefined && urls.length > 0) {
     targets = urls.map((url) => targetOfUrl(url, { user, password, tls }));
   } else {
-    const port = settings.port ?? env.port ?? (tls ? 5671 : BROKER_DEFAULTS.port);
+    const port = settings.port ?? env.port ?? (tlsHosts ? 5671 : BROKER_DEFAULTS.port);
     const vhost = settings.vhost ?? env.vhost ?? BROKER_DEFAULTS.vhost;
     const hosts = settings.hosts ?? env.hosts ?? BROKER_DEFAULTS.hosts;
     if (hosts.length === 0) throw invalidArgument('hosts', hosts, 'must name at least one broker host');
     targets = hosts.map((h) => ({
-      protocol: tls ? 'amqps' : 'amqp',
+      protocol: tlsHosts ? 'amqps' : 'amqp',
       ...parseHost(h, portOf(port, 'port')),
       vhost,
       user,
       password,
-      ...(tls ? { tls } : {}),
+      ...(tlsHosts && tls ? { tls } : {}),
     }));
   }
   const over = options.override ?? {};

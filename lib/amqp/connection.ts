@@ -266,7 +266,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         return;
       } catch (err) {
         this.#current = index;
-        const reason = (err as Error)?.message ?? String(err);
+        const reason = describeConnectError(err, target);
         errors.push(`${displayTarget(target)}: ${reason}`);
         this.logger.warn('broker connection attempt failed', { target: displayTarget(target), round, reason });
       }
@@ -417,4 +417,28 @@ function warnDeprecated(warnings: readonly string[]): void {
     warned.add(w);
     process.emitWarning(w, { type: 'DeprecationWarning', code: 'POSTAGE_DEP_ENV' });
   }
+}
+
+/** TLS verification failures Node reports, by code. */
+const TLS_CODES = new Set([
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_REVOKED',
+  'EPROTO',
+]);
+
+/** A failed attempt, said clearly: a refused TLS verification names itself as such. */
+function describeConnectError(err: unknown, target: BrokerTarget): string {
+  const e = err as NodeJS.ErrnoException;
+  const message = e?.message ?? String(err);
+  if (target.protocol === 'amqps' && (TLS_CODES.has(String(e?.code)) || /certificate|SSL|TLS/i.test(message))) {
+    return `TLS refused, not connected (no plaintext fallback): ${message}${e?.code ? ` (${e.code})` : ''}`;
+  }
+  return message;
 }

@@ -53,6 +53,8 @@ export interface RabbitNodeOptions {
    * rabbitmq user can read). Default: none.
    */
   extraConfig?: readonly string[];
+  /** Plugins to enable on this node (e.g. `rabbitmq_auth_mechanism_ssl`). Default: none. */
+  plugins?: readonly string[];
 }
 
 export interface RabbitNode {
@@ -106,6 +108,7 @@ class Node implements RabbitNode {
     const config = [`listeners.tcp.local = 127.0.0.1:${this.port}`, ...(options.extraConfig ?? [])];
     fs.writeFileSync(this.config, `# written by test/helpers/rabbit-nodes.ts\n${config.join('\n')}\n`);
     fs.writeFileSync(path.join(this.dir, OWNER_FILE), String(process.pid));
+    fs.writeFileSync(path.join(this.dir, 'enabled_plugins'), `[${(options.plugins ?? []).join(',')}].\n`);
   }
 
   private get config(): string {
