@@ -192,7 +192,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (exchange.name === '') return Promise.resolve(); // the default exchange always exists
     let done = this.#declared.get(exchange.name);
     if (!done) {
-      done = this.withChannel((ch) => exchange.declare(ch));
+      // A user with no configure permission on it (an operator, least privilege) may still
+      // publish to an exchange that exists: a refused declaration falls back to checking it.
+      done = this.withChannel((ch) => exchange.declare(ch)).catch((err: unknown) => {
+        if ((err as { code?: number }).code !== 403) throw err;
+        return this.withChannel(async (ch) => {
+          await ch.checkExchange(exchange.name);
+        }).catch(() => Promise.reject(err));
+      });
       this.#declared.set(exchange.name, done);
       done.catch(() => {
         if (this.#declared.get(exchange.name) === done) this.#declared.delete(exchange.name);
