@@ -52,9 +52,37 @@ export function asDaemonStatus(value: unknown): DaemonStatus | undefined {
         },
       };
       if (app['error'] !== undefined && app['error'] !== null) status.error = str(app['error']);
+      if (typeof app['reason'] === 'string') status.reason = app['reason'];
+      const invalid = counts(app['invalid']);
+      if (invalid) status.invalid = invalid;
+      const refused = counts(app['refused']);
+      if (refused) status.refused = refused;
       return status;
     }),
+    ...brokerAndLoop(v),
   };
+}
+
+/** A `{reason: count}` map, or undefined when the daemon sent none (an older postaged). */
+function counts(value: unknown): Record<string, number> | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+  return Object.fromEntries(Object.entries(value).filter(([, c]) => typeof c === 'number')) as Record<string, number>;
+}
+
+/** `broker` and `eventLoop`, when the daemon sent them (postaged 0.2 and later). */
+function brokerAndLoop(v: Record<string, unknown>): Pick<DaemonStatus, 'broker' | 'eventLoop'> {
+  const out: Pick<DaemonStatus, 'broker' | 'eventLoop'> = {};
+  const b = rec(v['broker']);
+  if (typeof b['url'] === 'string') out.broker = { url: b['url'], state: str(b['state']), blocked: b['blocked'] === true, connections: num(b['connections']) };
+  const l = rec(v['eventLoop']);
+  if (typeof l['maxLagMs'] === 'number') {
+    const last = rec(l['lastBlock']);
+    out.eventLoop = {
+      maxLagMs: l['maxLagMs'],
+      lastBlock: typeof last['ms'] === 'number' ? { ms: last['ms'], at: str(last['at']), application: typeof last['application'] === 'string' ? last['application'] : null, handler: typeof last['handler'] === 'string' ? last['handler'] : null } : null,
+    };
+  }
+  return out;
 }
 
 const n = (v: number): string => (Number.isFinite(v) ? String(v) : '-');
@@ -159,6 +187,8 @@ export function statusBlock(d: DaemonStatus): string {
     `${s.name}:${n(s.pid)}@${s.host}  postaged ${s.version}`,
     `  started ${s.startedAt} (up ${duration(s.uptime)}), generation ${n(s.generation)}, restarts ${n(s.restarts)}${s.lastRestartReason ? ` (last: ${s.lastRestartReason})` : ''}`,
     `  cpu ${percent(s.cpu)}, rss ${bytes(s.memory)}, plugins ${s.pluginDir}`,
+    ...(s.broker ? [`  broker ${s.broker.url}: ${s.broker.state}${s.broker.blocked ? ', BLOCKED (memory or disk alarm)' : ''}, ${n(s.broker.connections)} connection(s) so far`] : []),
+    ...(s.eventLoop ? [`  event loop: max lag ${n(s.eventLoop.maxLagMs)} ms over the last minute${s.eventLoop.lastBlock ? `; last block ${s.eventLoop.lastBlock.ms} ms at ${s.eventLoop.lastBlock.at}${s.eventLoop.lastBlock.application ? ` by ${s.eventLoop.lastBlock.application} (${s.eventLoop.lastBlock.handler ?? '?'})` : ''}` : ''}`] : []),
     '',
   ];
   const rows = s.applications.map((a) => [
@@ -175,6 +205,16 @@ export function statusBlock(d: DaemonStatus): string {
   ]);
   const queues = s.applications.map((a) => `  ${a.name}: ${a.queues.join(', ') || '-'}`);
   const errors = s.applications.filter((a) => a.error !== undefined).map((a) => `  ${a.name} failed: ${a.error}`);
+  const notes = s.applications.flatMap((a) => {
+    const out: string[] = [];
+    if (a.reason !== undefined) out.push(`  ${a.name} ${a.state}: ${a.reason}`);
+    for (const [what, map] of [['refused before any handler', a.invalid], ['refused by the security options', a.refused]] as const) {
+      const shown = Object.entries(map ?? {}).filter(([, c]) => c > 0);
+      if (shown.length > 0) out.push(`  ${a.name} ${what}: ${shown.map(([r, c]) => `${r} ${c}`).join(', ')}`);
+    }
+    return out;
+  });
+  errors.push(...notes);
   // Names, reasons and errors come from the daemon: no control characters reach the terminal.
   return safe(
     lines.join('\n') +
@@ -183,6 +223,6 @@ export function statusBlock(d: DaemonStatus): string {
       .map((l) => (l ? `  ${l}` : l))
       .join('\n') +
     `\n  queues:\n${queues.map((q) => `  ${q}`).join('\n')}\n` +
-    (errors.length > 0 ? `  errors:\n${errors.map((e) => `  ${e}`).join('\n')}\n` : '')
+    (errors.length > 0 ? `  notes:\n${errors.map((e) => `  ${e}`).join('\n')}\n` : '')
   );
 }

@@ -43,11 +43,6 @@ export class MicroScheduler {
     if (this.started) this.startLoop(thread);
   }
 
-  /** Stops and forgets a thread (its current step finishes first). */
-  remove(thread: MicroThread): void {
-    thread.stop();
-  }
-
   /** The threads currently scheduled. */
   get size(): number {
     return this.threads.size;
