@@ -14,13 +14,16 @@
  *   later. Floor and restart alternate (ABBA).
  * - hot-load: a plugin file appears in the folder (renamed into place) until the new plugin
  *   answers (calls are `mandatory`: one that nothing is bound to yet comes back at once and
- *   is sent again 5 ms later). Measured for plugins 2 to 10; plugins 11 to 100 are dropped
- *   in together (the time until the last answers is a fact, not a row).
+ *   is sent again 5 ms later). Measured for plugins 2 to 10; plugins 11 to 50 and 51 to 100
+ *   are dropped in together (the time until the last answers is a fact, not a row).
  * - idle RSS: the daemon's VmRSS 2 s after its last restart with that many plugins (median of
  *   3 readings 200 ms apart); its child processes (esbuild's service, for `.ts` plugins) are
  *   shown apart. The floor's RSS, once consuming, is the baseline.
- * - growth: the slope per plugin from 1 to 10 plugins and from 10 to 100, per round; the
- *   ratio of the two is 1 when the cost is linear in the plugin count.
+ * - growth: the slope per plugin from 10 to 50 plugins and from 50 to 100, per round; their
+ *   ratio is 1 when the cost is linear in the plugin count (from 1 to 10 the difference is
+ *   within the round-to-round noise, so that span only appears in the note). Times are first
+ *   scaled by the floor of their own round, so that the machine's drift between the counts
+ *   does not pass for growth.
  *
  * Plugins are `.ts` (transpiled by the daemon on load, as users' TypeScript plugins are);
  * BENCH_PLUGIN_EXT=mjs measures plain ES modules instead.
@@ -37,7 +40,8 @@ import { median, pairedRow, progress, report, roundOrder, ROUNDS, setting, sleep
 import { RawRpcClient, rpcBody, Unroutable } from './raw-rpc.js';
 
 const EXT: PluginExt = process.env['BENCH_PLUGIN_EXT'] === 'mjs' ? 'mjs' : 'ts';
-const COUNTS = [1, 10, setting('RESTART_MAX_PLUGINS', 100)] as const;
+/** Plugin counts measured; 50 is there so that the growth is compared over two long spans. */
+const COUNTS = [1, 10, 50, 100] as const;
 const RESTART_ROUNDS = setting('RESTART_ROUNDS', Math.min(ROUNDS, 5));
 const DAEMON = 'postaged';
 const FLOOR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'restart-floor.js');
@@ -126,22 +130,22 @@ async function idleRss(daemon: BenchDaemon): Promise<{ rss: number[]; children: 
 
 /** Per-round slopes between plugin counts, and whether the growth is linear. */
 function growthRow(metric: string, unit: string, byCount: ReadonlyMap<number, readonly number[]>): BenchRow {
-  const [a, b, c] = COUNTS;
-  const ya = byCount.get(a)!;
-  const yb = byCount.get(b)!;
-  const yc = byCount.get(c)!;
-  const rounds = Math.min(ya.length, yb.length, yc.length);
-  const s1 = Array.from({ length: rounds }, (_, i) => ((yb[i] as number) - (ya[i] as number)) / (b - a));
-  const s2 = Array.from({ length: rounds }, (_, i) => ((yc[i] as number) - (yb[i] as number)) / (c - b));
-  const row = pairedRow({ metric, unit, baselineName: `slope ${a}→${b} plugins`, baseline: s1, ours: s2 });
-  // Least squares over the three medians: the slope a user sees across the whole range.
-  const xs = [a, b, c];
-  const ys = [median(ya), median(yb), median(yc)];
-  const mx = xs.reduce((s, x) => s + x, 0) / 3;
-  const my = ys.reduce((s, y) => s + y, 0) / 3;
-  const slope = xs.reduce((s, x, i) => s + (x - mx) * ((ys[i] as number) - my), 0) / xs.reduce((s, x) => s + (x - mx) ** 2, 0);
-  const shape = row.ratio > 1.5 ? 'grows faster than linear' : row.ratio < 0.67 ? 'grows slower than linear (fixed costs dominate at few plugins)' : 'linear';
-  row.note = `${shape}: slope ${b}→${c} ${row.ours.toFixed(3)} ${unit}; least-squares slope over ${xs.join('/')} plugins ${slope.toFixed(3)} ${unit}`;
+  const series = COUNTS.map((n) => byCount.get(n)!);
+  const rounds = Math.min(...series.map((s) => s.length));
+  const slope = (from: number, to: number): number[] => {
+    const a = series[COUNTS.indexOf(from as (typeof COUNTS)[number])]!;
+    const b = series[COUNTS.indexOf(to as (typeof COUNTS)[number])]!;
+    return Array.from({ length: rounds }, (_, i) => ((b[i] as number) - (a[i] as number)) / (to - from));
+  };
+  const row = pairedRow({ metric, unit, baselineName: 'slope 10→50 plugins', baseline: slope(10, 50), ours: slope(50, 100) });
+  // Least squares over the medians at every count: the slope a user sees across the range.
+  const xs: number[] = [...COUNTS];
+  const ys = series.map((s) => median(s));
+  const mx = xs.reduce((s, x) => s + x, 0) / xs.length;
+  const my = ys.reduce((s, y) => s + y, 0) / ys.length;
+  const fit = xs.reduce((s, x, i) => s + (x - mx) * ((ys[i] as number) - my), 0) / xs.reduce((s, x) => s + (x - mx) ** 2, 0);
+  const shape = row.ratio > 1.4 ? 'grows faster than linear' : row.ratio < 0.7 ? 'grows slower than linear' : 'linear';
+  row.note = `${shape} (ours = slope 50→100); least-squares slope over ${xs.join('/')} plugins ${fit.toFixed(3)} ${unit} from ${ys[0]!.toFixed(1)} at 1; slope 1→10 ${median(slope(1, 10)).toFixed(3)} (noise)`;
   return row;
 }
 
@@ -177,6 +181,7 @@ await withVhost('postage-bench-restart', async (url) => {
         }
         progress(`hot-load of plugins 2..10: ${hotLoads.map((ms) => ms.toFixed(0)).join(', ')} ms`);
       } else if (count > names.length) {
+        // Not one at a time: 90 hot-loads in a row would take most of the bench's time.
         const t0 = performance.now();
         const added = Array.from({ length: count - names.length }, (_, k) => names.length + 1 + k);
         for (const i of added) daemon.write(`${pluginName(i)}.${EXT}`, benchPlugin(pluginName(i), EXT));
@@ -218,14 +223,15 @@ await withVhost('postage-bench-restart', async (url) => {
       rssByCount.set(count, idle.rss);
       facts[`childrenRss${count}MiB`] = Object.fromEntries(Object.entries(idle.children).map(([k, v]) => [k, Math.round((v / MiB) * 10) / 10]));
 
-      const lastGoal: Goal = count >= 100 ? { of: 'ours', op: '<=', value: 1500 } : { of: 'ratio', op: '<=', value: 2 };
+      const lastGoal: Goal | undefined = count === 100 ? { of: 'ours', op: '<=', value: 1500 } : count <= 10 ? { of: 'ratio', op: '<=', value: 2 } : undefined;
       const floorName = 'floor: fresh node + amqplib, connect, 8 queues';
       rows.push(
-        pairedRow({ metric: `restart → daemon answers status, ${count} plugin(s)`, unit: 'ms', baselineName: floorName, baseline: f, ours: s, goal: { of: 'ratio', op: '<=', value: 2 } }),
-        pairedRow({ metric: `restart → last plugin answers, ${count} plugin(s)`, unit: 'ms', baselineName: floorName, baseline: f, ours: l, goal: lastGoal }),
+        // 50 plugins is not a point of the issue's table: measured for the growth, without a goal.
+        pairedRow({ metric: `restart → daemon answers status, ${count} plugin(s)`, unit: 'ms', baselineName: floorName, baseline: f, ours: s, ...(count !== 50 ? { goal: { of: 'ratio', op: '<=', value: 2 } as const } : {}) }),
+        pairedRow({ metric: `restart → last plugin answers, ${count} plugin(s)`, unit: 'ms', baselineName: floorName, baseline: f, ours: l, ...(lastGoal ? { goal: lastGoal } : {}) }),
       );
       const floorRssNow = Array.from({ length: idle.rss.length }, () => median(floorRss));
-      const rssGoal: Goal | undefined = count === 10 ? { of: 'ours', op: '<=', value: 80 } : count >= 100 ? { of: 'ours', op: '<=', value: 150 } : undefined;
+      const rssGoal: Goal | undefined = count === 10 ? { of: 'ours', op: '<=', value: 80 } : count === 100 ? { of: 'ours', op: '<=', value: 150 } : undefined;
       rows.push(
         pairedRow({
           metric: `idle RSS, ${count} plugin(s)`,
@@ -241,9 +247,14 @@ await withVhost('postage-bench-restart', async (url) => {
         rows.push(pairedRow({ metric: 'hot-load: file appears → new plugin answers', unit: 'ms', baselineName: floorName, baseline: hotLoadFloors, ours: hotLoads, goal: { of: 'ours', op: '<=', value: 500 }, note: 'plugins 2..10 of a running daemon, one at a time; includes the watcher\'s 100 ms write-stability wait' }));
       }
     }
+    // Counts are measured minutes apart, on a machine whose speed drifts: each restart is
+    // scaled by its own round's floor (times the median floor) before slopes are taken.
+    const allFloors = median([...floors.values()].flat());
+    const steady = (byCount: Map<number, number[]>): Map<number, number[]> =>
+      new Map([...byCount].map(([n, ys]) => [n, ys.map((y, i) => (y * allFloors) / (floors.get(n)![i] as number))]));
     rows.push(
-      growthRow('restart → last plugin answers, growth per plugin', 'ms/plugin', last),
-      growthRow('restart → daemon answers status, growth per plugin', 'ms/plugin', status),
+      growthRow('restart → last plugin answers, growth per plugin', 'ms/plugin', steady(last)),
+      growthRow('restart → daemon answers status, growth per plugin', 'ms/plugin', steady(status)),
       growthRow('idle RSS, growth per plugin', 'MiB/plugin', new Map([...rssByCount].map(([k, v]) => [k, v.map((b) => b / MiB)]))),
     );
     report('restart', rows, facts);
