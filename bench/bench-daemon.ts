@@ -18,8 +18,11 @@ export interface DaemonOptions {
   url: string;
   /** More environment (e.g. `POSTAGED_PREFETCH`). */
   env?: Record<string, string>;
-  /** Node options for the daemon (e.g. `--cpu-prof`), inherited by every re-exec'd generation. */
-  nodeOptions?: string;
+  /**
+   * Node flags for the daemon (e.g. `--cpu-prof`), kept by every re-exec'd generation (the
+   * daemon re-execs node's flags too). Default: BENCH_DAEMON_NODE_ARGS, split on spaces.
+   */
+  nodeArgs?: readonly string[];
 }
 
 /** Resident set size of a process, in bytes (0 when it is gone). */
@@ -108,8 +111,11 @@ export class BenchDaemon {
     delete env['POSTAGED_STATE'];
     delete env['POSTAGED_CONFIG'];
     delete env['NODE_OPTIONS'];
-    if (options.nodeOptions) env['NODE_OPTIONS'] = options.nodeOptions;
-    const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'postaged'), '--plugins', pluginDir], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // BENCH_DAEMON_NODE_ARGS profiles every daemon a bench starts, e.g. `--cpu-prof
+    // --cpu-prof-dir=/tmp/prof` (NODE_OPTIONS refuses --cpu-prof; a generation writes its
+    // profile when it exits, not when it re-execs).
+    const nodeArgs = options.nodeArgs ?? (process.env['BENCH_DAEMON_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'postaged'), '--plugins', pluginDir], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     return new BenchDaemon(child, pluginDir);
   }
 
@@ -126,7 +132,7 @@ export class BenchDaemon {
     return this.lines.filter((l) => l.message === message);
   }
 
-  /** Waits until `count` lines say `message` (default: one more than now is not implied; give the count). */
+  /** Waits until `count` lines in all say `message`. */
   waitForLine(message: string, count = 1, timeoutMs = 60_000): Promise<LogLine> {
     return new Promise((resolve, reject) => {
       const check = (): void => {
