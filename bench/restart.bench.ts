@@ -144,7 +144,8 @@ function growthRow(metric: string, unit: string, byCount: ReadonlyMap<number, re
   const mx = xs.reduce((s, x) => s + x, 0) / xs.length;
   const my = ys.reduce((s, y) => s + y, 0) / ys.length;
   const fit = xs.reduce((s, x, i) => s + (x - mx) * ((ys[i] as number) - my), 0) / xs.reduce((s, x) => s + (x - mx) ** 2, 0);
-  const shape = row.ratio > 1.4 ? 'grows faster than linear' : row.ratio < 0.7 ? 'grows slower than linear' : 'linear';
+  // Within the round-to-round spread of the slope ratio, the two slopes cannot be told apart.
+  const shape = Math.abs(row.ratio - 1) <= Math.max(0.3, row.spread) ? 'linear' : row.ratio > 1 ? 'grows faster than linear' : 'grows slower than linear';
   row.note = `${shape} (ours = slope 50→100); least-squares slope over ${xs.join('/')} plugins ${fit.toFixed(3)} ${unit} from ${ys[0]!.toFixed(1)} at 1; slope 1→10 ${median(slope(1, 10)).toFixed(3)} (noise)`;
   return row;
 }
