@@ -144,8 +144,18 @@ function growthRow(metric: string, unit: string, byCount: ReadonlyMap<number, re
   const mx = xs.reduce((s, x) => s + x, 0) / xs.length;
   const my = ys.reduce((s, y) => s + y, 0) / ys.length;
   const fit = xs.reduce((s, x, i) => s + (x - mx) * ((ys[i] as number) - my), 0) / xs.reduce((s, x) => s + (x - mx) ** 2, 0);
-  // Within the round-to-round spread of the slope ratio, the two slopes cannot be told apart.
-  const shape = Math.abs(row.ratio - 1) <= Math.max(0.3, row.spread) ? 'linear' : row.ratio > 1 ? 'grows faster than linear' : 'grows slower than linear';
+  // Flat: from 10 to 100 plugins it moves by less than a tenth of its value at 10. Linear:
+  // the slope ratio is within its own round-to-round spread of 1 (the slopes cannot be told apart).
+  const at10 = ys[COUNTS.indexOf(10)]!;
+  const at100 = ys[COUNTS.indexOf(100)]!;
+  const shape =
+    Math.abs(at100 - at10) < 0.1 * Math.abs(at10)
+      ? 'flat (does not grow with the plugin count)'
+      : Math.abs(row.ratio - 1) <= Math.max(0.3, row.spread)
+        ? 'linear'
+        : row.ratio > 1
+          ? 'grows faster than linear'
+          : 'grows slower than linear';
   row.note = `${shape} (ours = slope 50→100); least-squares slope over ${xs.join('/')} plugins ${fit.toFixed(3)} ${unit} from ${ys[0]!.toFixed(1)} at 1; slope 1→10 ${median(slope(1, 10)).toFixed(3)} (noise)`;
   return row;
 }
