@@ -100,7 +100,7 @@ export interface BenchRow {
   ours: number;
   /** Median of the per-round ours/baseline ratios. */
   ratio: number;
-  /** Half the interquartile range of the per-round ratios (robust to one disturbed round). */
+  /** Half the interquartile range of the per-round ratios (robust to one disturbed round); NaN (null in JSON) when not meaningful. */
   spread: number;
   rounds: number;
   goal?: Goal;

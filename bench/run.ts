@@ -96,6 +96,12 @@ function fmt(value: number): string {
   return value.toFixed(3);
 }
 
+/** The ratio ± its spread; a row without a spread (NaN, null in JSON) shows the ratio alone. */
+function ratioText(r: BenchRow): string {
+  const ratio = typeof r.ratio === 'number' && Number.isFinite(r.ratio) ? r.ratio.toFixed(2) : '—';
+  return typeof r.spread === 'number' && Number.isFinite(r.spread) ? `${ratio} ± ${r.spread.toFixed(2)}` : ratio;
+}
+
 function goalText(goal: Goal | undefined, unit: string): string {
   if (!goal) return '—';
   const op = goal.op === '>=' ? '≥' : '≤';
@@ -111,7 +117,7 @@ function table(outcomes: Outcome[]): string {
     const name = o.file.replace(/\.bench\.js$/, '');
     for (const r of o.rows) {
       const met = r.met === undefined ? '—' : r.met ? 'met' : '**missed**';
-      lines.push(`| ${name} | ${r.metric} | ${r.unit} | ${r.baselineName} | ${fmt(r.baseline)} | ${fmt(r.ours)} | ${r.ratio.toFixed(2)} ± ${r.spread.toFixed(2)} | ${goalText(r.goal, r.unit)} | ${met} |`);
+      lines.push(`| ${name} | ${r.metric} | ${r.unit} | ${r.baselineName} | ${fmt(r.baseline)} | ${fmt(r.ours)} | ${ratioText(r)} | ${goalText(r.goal, r.unit)} | ${met} |`);
     }
     if (o.skipped !== undefined) lines.push(`| ${name} | skipped: ${o.skipped.replaceAll('|', '/')} | | | | | | | |`);
     if (o.failure !== undefined) lines.push(`| ${name} | **FAILED** | | | | | | | ${o.failure.replaceAll('|', '/')} |`);
