@@ -1,9 +1,11 @@
 /**
- * Shared pieces of the benchmarks: a fresh vhost per bench, summary statistics, and the
- * one-line JSON result a bench prints for `bench/run.ts`.
+ * Shared pieces of the benchmarks: a fresh vhost per bench, sizes read from the environment,
+ * summary statistics, and the one-line JSON result a bench prints for `bench/run.ts`.
  */
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -11,8 +13,26 @@ const run = promisify(execFile);
 export const BROKER_HOST = process.env['POSTAGE_HOST'] ?? '127.0.0.1';
 export const BROKER_PORT = Number(process.env['POSTAGE_PORT'] ?? 5672);
 
+/** The project's root (benches run compiled, from `dist/bench/`). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
 /** Prefix of the line carrying a bench's result; everything else on stdout is ignored. */
 export const RESULT_PREFIX = 'BENCH_RESULT ';
+
+/**
+ * A size or count from the environment (`BENCH_<NAME>`), else `fallback`. The defaults are
+ * sized so that the whole `npm run bench` fits in 10 minutes on a loaded 2-core machine.
+ */
+export function setting(name: string, fallback: number): number {
+  const raw = process.env[`BENCH_${name}`];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`BENCH_${name}=${raw}: expected a positive number`);
+  return value;
+}
+
+/** Paired rounds per bench (BENCH_ROUNDS). */
+export const ROUNDS = setting('ROUNDS', 6);
 
 /** Runs rabbitmqctl (needs root, or a user in the rabbitmq group) and returns its stdout. */
 export async function rabbitmqctl(...args: string[]): Promise<string> {
@@ -53,53 +73,105 @@ export function quantile(values: readonly number[], q: number): number {
   return (sorted[lo] as number) + ((sorted[hi] as number) - (sorted[lo] as number)) * (pos - lo);
 }
 
-/** A target of SPEC §8: the postage/raw ratio must be `>=` or `<=` this value. */
-export interface Target {
+export function median(values: readonly number[]): number {
+  return quantile(values, 0.5);
+}
+
+/**
+ * A goal of issue 14: the ratio ours/baseline (`of: 'ratio'`), or our own figure
+ * (`of: 'ours'`, e.g. RSS < 80 MiB), must be `>=` or `<=` this value.
+ */
+export interface Goal {
+  of: 'ratio' | 'ours';
   op: '>=' | '<=';
   value: number;
 }
 
 /** One row of the benchmark table. */
 export interface BenchRow {
-  /** What is measured, e.g. `consume, prefetch 100`. */
+  /** What is measured, e.g. `consume 20000 msgs, prefetch 100, library`. */
   metric: string;
   unit: string;
-  /** Median over rounds of the raw amqplib figure. */
-  raw: number;
-  /** Median over rounds of the postage figure. */
-  postage: number;
-  /** Median of the per-round postage/raw ratios. */
+  /** What the baseline column is (`raw amqplib, batched acks`, `Python Postage 1.2.1`, `floor`…). */
+  baselineName: string;
+  /** Median over rounds of the baseline's figure. */
+  baseline: number;
+  /** Median over rounds of our figure. */
+  ours: number;
+  /** Median of the per-round ours/baseline ratios. */
   ratio: number;
-  /** Half the interquartile range of the per-round ratios (robust to one disturbed round). */
+  /** Half the interquartile range of the per-round ratios (robust to one disturbed round); NaN (null in JSON) when not meaningful. */
   spread: number;
   rounds: number;
-  target?: Target;
+  goal?: Goal;
+  /** Whether the goal is met (absent when the row has no goal). */
+  met?: boolean;
   note?: string;
 }
 
+export interface RowSpec {
+  metric: string;
+  unit: string;
+  baselineName: string;
+  /** The baseline's figure per round. */
+  baseline: readonly number[];
+  /** Our figure per round (same rounds, same order). */
+  ours: readonly number[];
+  goal?: Goal;
+  note?: string;
+}
+
+/** Whether `value` meets `goal`. */
+export function meets(goal: Goal, ratio: number, ours: number): boolean {
+  const v = goal.of === 'ratio' ? ratio : ours;
+  return goal.op === '>=' ? v >= goal.value : v <= goal.value;
+}
+
 /**
- * A row from paired rounds: round i of raw is compared with round i of postage, so slow
- * drift of the machine during the run affects both sides of each ratio alike.
+ * A row from paired rounds: round i of the baseline is compared with round i of ours, so
+ * slow drift of the machine during the run weighs on both sides of each ratio alike.
  */
-export function pairedRow(metric: string, unit: string, raw: readonly number[], postage: readonly number[], target?: Target, note?: string): BenchRow {
-  if (raw.length !== postage.length) throw new Error(`${metric}: ${raw.length} raw rounds but ${postage.length} postage rounds`);
-  const ratios = raw.map((r, i) => (postage[i] as number) / r);
-  const spread = (quantile(ratios, 0.75) - quantile(ratios, 0.25)) / 2;
-  const row: BenchRow = { metric, unit, raw: quantile(raw, 0.5), postage: quantile(postage, 0.5), ratio: quantile(ratios, 0.5), spread, rounds: raw.length };
-  if (target) row.target = target;
-  if (note !== undefined) row.note = note;
+export function pairedRow(spec: RowSpec): BenchRow {
+  const { baseline, ours } = spec;
+  if (baseline.length !== ours.length) throw new Error(`${spec.metric}: ${baseline.length} baseline rounds but ${ours.length} of ours`);
+  const ratios = baseline.map((b, i) => (ours[i] as number) / b);
+  const row: BenchRow = {
+    metric: spec.metric,
+    unit: spec.unit,
+    baselineName: spec.baselineName,
+    baseline: median(baseline),
+    ours: median(ours),
+    ratio: median(ratios),
+    spread: (quantile(ratios, 0.75) - quantile(ratios, 0.25)) / 2,
+    rounds: baseline.length,
+  };
+  if (spec.goal) {
+    row.goal = spec.goal;
+    row.met = meets(spec.goal, row.ratio, row.ours);
+  }
+  if (spec.note !== undefined) row.note = spec.note;
   return row;
 }
 
-/** Whether a row meets its target (undefined when it has none). */
-export function meets(row: BenchRow): boolean | undefined {
-  if (!row.target) return undefined;
-  return row.target.op === '>=' ? row.ratio >= row.target.value : row.ratio <= row.target.value;
+/** What a bench prints on its result line. */
+export interface BenchResult {
+  bench: string;
+  rows: BenchRow[];
+  /** Set when the bench could not run here (e.g. Python Postage's pika is absent). */
+  skipped?: string;
+  /** Facts worth keeping with the results (sizes, settings, what a baseline is). */
+  facts?: Record<string, unknown>;
 }
 
 /** Prints a bench's rows on one stdout line for the runner. */
-export function report(bench: string, rows: BenchRow[]): void {
-  process.stdout.write(`${RESULT_PREFIX}${JSON.stringify({ bench, rows })}\n`);
+export function report(bench: string, rows: BenchRow[], facts?: Record<string, unknown>): void {
+  const result: BenchResult = { bench, rows, ...(facts ? { facts } : {}) };
+  process.stdout.write(`${RESULT_PREFIX}${JSON.stringify(result)}\n`);
+}
+
+/** Says, on the result line, that this bench cannot run here, and why (one clear line). */
+export function skip(bench: string, reason: string): void {
+  process.stdout.write(`${RESULT_PREFIX}${JSON.stringify({ bench, rows: [], skipped: reason } satisfies BenchResult)}\n`);
 }
 
 /** Progress for a human watching; the runner passes stderr through. */
@@ -113,13 +185,28 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /**
- * Polls `check` every 5 ms until it is true; throws after `timeoutMs`, naming `what`,
+ * Polls `check` every `everyMs` until it is true; throws after `timeoutMs`, naming `what`,
  * so a bench that stalls fails instead of hanging.
  */
-export async function until(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
+export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 5): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(5);
+    await sleep(everyMs);
   }
+}
+
+/** Wall-clock time in ms with sub-ms precision, comparable across processes of one machine. */
+export function epochMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/**
+ * Rotating order of `sides` for round `r` (ABBA for two sides), so that no side is always
+ * first after the fill or last before the next one.
+ */
+export function roundOrder<T>(sides: readonly T[], r: number): T[] {
+  if (sides.length === 2) return r % 2 === 0 ? [...sides] : [...sides].reverse();
+  const k = r % sides.length;
+  return [...sides.slice(k), ...sides.slice(0, k)];
 }

@@ -9,12 +9,15 @@
  * - postage: a GenericApplication `BenchEcho` whose `RpcHandler('command', 'echo')` returns
  *   the parameters.
  * IPC: sends `{ ready: true }` once both consume; answers `{ cmd: 'cpu' }` with its
- * `process.cpuUsage()`; `{ cmd: 'stop' }` (or the parent going away) closes everything and exits.
+ * `process.cpuUsage()`; `{ cmd: 'stop' }` (or the parent going away) closes everything and exits;
+ * `profile-start` / `profile-stop` run a CPU profile or allocation sampling of this process
+ * (bench/profiles/rpc.ts), answered with `{ profiled: file }`.
  */
 import amqp from 'amqplib';
 import { Connection, GenericApplication, GenericApplicationExchange, MessageResult, MicroScheduler, RpcHandler } from 'postage';
 import { queueFlags } from 'postage/internal';
 import { until } from './helpers.js';
+import { AllocationSampler, CpuProfiler } from './profiles/cpu-profiler.js';
 
 export const APP = 'BenchEcho';
 export const RAW_QUEUE = 'raw-echo';
@@ -29,9 +32,9 @@ class BenchEcho extends GenericApplication {
 }
 
 /** What the parent sends. */
-export type ResponderCommand = { cmd: 'cpu' } | { cmd: 'stop' };
+export type ResponderCommand = { cmd: 'cpu' } | { cmd: 'stop' } | { cmd: 'profile-start'; kind: 'cpu' | 'heap' } | { cmd: 'profile-stop'; file: string };
 /** What this process sends. */
-export type ResponderMessage = { ready: true } | { cpu: NodeJS.CpuUsage } | { error: string };
+export type ResponderMessage = { ready: true } | { cpu: NodeJS.CpuUsage } | { error: string } | { profiled: string };
 
 async function main(url: string): Promise<void> {
   const rawConn = await amqp.connect(url, { noDelay: true });
@@ -48,9 +51,14 @@ async function main(url: string): Promise<void> {
       await rawConn.close().catch(() => undefined);
     })());
 
+  let profiler: CpuProfiler | AllocationSampler | undefined;
   process.on('message', (msg: ResponderCommand) => {
     if (msg.cmd === 'cpu') process.send?.({ cpu: process.cpuUsage() } satisfies ResponderMessage);
     else if (msg.cmd === 'stop') void stop().finally(() => process.disconnect());
+    else if (msg.cmd === 'profile-start') {
+      profiler = msg.kind === 'cpu' ? new CpuProfiler() : new AllocationSampler();
+      void profiler.start().then(() => process.send?.({ profiled: '' } satisfies ResponderMessage));
+    } else if (msg.cmd === 'profile-stop') void profiler?.stop(msg.file).then(() => process.send?.({ profiled: msg.file } satisfies ResponderMessage));
   });
   // The parent is gone (crashed or killed): nobody will send 'stop'.
   process.on('disconnect', () => void stop().finally(() => process.exit(0)));

@@ -1,69 +1,41 @@
 /**
- * RPC latency, sequential calls (SPEC §8 target: postage p50 ≤ 1.2× raw direct reply-to).
+ * RPC, library on both sides against raw amqplib on both sides (issue 14 goals: p50 with one
+ * call in flight ≤ 1.15× raw; calls/s with 32 in flight ≥ 0.85× raw at the same responder
+ * prefetch).
  *
- * - raw: an amqplib client on direct reply-to (correlation ids, a pending map) calling an
- *   amqplib responder that answers a fixed, pre-encoded Postage result and acks;
+ * - raw: an amqplib client on direct reply-to (correlation ids, a pending map;
+ *   bench/raw-rpc.ts) calling an amqplib responder that answers a fixed, pre-encoded Postage
+ *   result and acks;
  * - postage: `GenericProducer.rpcCommand()` calling a GenericApplication `RpcHandler`.
- * Two crossed pairs (raw client → postage responder, postage client → raw responder) show
- * which side any extra time is spent on. The responders run in a child process
- * (bench/rpc-responder.ts), the clients here. Every pair makes the same number of
- * sequential calls per round; the order of the pairs rotates from round to round.
+ * Both responders have prefetch 100 and run in a child process (bench/rpc-responder.ts),
+ * the clients here.
+ *
+ * One in flight: two crossed pairs (raw client → postage responder, postage client → raw
+ * responder) show which side any extra time is spent on; every pair makes the same number of
+ * sequential calls per round, and the order of the pairs rotates from round to round.
+ * 32 in flight: 32 loops each make calls back to back until the round's calls are done.
  *
  * Raw connections use `noDelay: true` as postage does: with Nagle's algorithm a small
  * request waits for the previous segment's delayed ACK (~40 ms on Linux).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import amqp from 'amqplib';
 import { Connection, GenericApplicationExchange, GenericProducer, MessageResult, RpcCommand } from 'postage';
-import { pairedRow, percentile, progress, report, withVhost, type BenchRow } from './helpers.js';
+import { pairedRow, percentile, progress, report, roundOrder, ROUNDS, setting, withVhost, type BenchRow } from './helpers.js';
+import { RawRpcClient } from './raw-rpc.js';
 import { APP, RAW_QUEUE, type ResponderCommand, type ResponderMessage } from './rpc-responder.js';
 
-const CALLS = Number(process.env['BENCH_RPC_CALLS'] ?? 500);
-const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 8);
+const CALLS = setting('RPC_CALLS', 500);
+/** Calls per round with 32 in flight. */
+const PARALLEL_CALLS = setting('RPC_PARALLEL_CALLS', 4000);
+const IN_FLIGHT = 32;
 /** Seconds a single call may take before the bench fails (never reached normally). */
 const CALL_TIMEOUT_S = 10;
 const RESPONDER_START_MS = 20_000;
 
 class EchoClient extends GenericProducer {
   static override eks = [[GenericApplicationExchange, `${APP}/rr`]] as const;
-}
-
-/** The raw client side: one channel consuming direct reply-to, a pending map by correlation id. */
-class RawClient {
-  private readonly pending = new Map<string, (msg: ConsumeMessage) => void>();
-  private constructor(private readonly ch: Channel) {}
-
-  static async open(conn: ChannelModel): Promise<RawClient> {
-    const ch = await conn.createChannel();
-    const client = new RawClient(ch);
-    await ch.consume('amq.rabbitmq.reply-to', (msg) => client.onReply(msg), { noAck: true });
-    return client;
-  }
-
-  private onReply(msg: ConsumeMessage | null): void {
-    const id = msg?.properties.correlationId as string | undefined;
-    const resolve = id === undefined ? undefined : this.pending.get(id);
-    if (!msg || !resolve || id === undefined) return;
-    this.pending.delete(id);
-    resolve(msg);
-  }
-
-  call(exchange: string, key: string, content: Buffer): Promise<ConsumeMessage> {
-    const correlationId = randomUUID();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(correlationId);
-        reject(new Error(`raw RPC to ${exchange}/${key} got no reply in ${CALL_TIMEOUT_S} s`));
-      }, CALL_TIMEOUT_S * 1000);
-      this.pending.set(correlationId, (msg) => {
-        clearTimeout(timer);
-        resolve(msg);
-      });
-      this.ch.publish(exchange, key, content, { replyTo: 'amq.rabbitmq.reply-to', correlationId, contentType: 'application/json' });
-    });
-  }
 }
 
 /** The responder process, with a request/answer helper over IPC. */
@@ -118,25 +90,34 @@ class Responder {
 interface Timing {
   /** Latency of each call, in ms. */
   latencies: number[];
+  /** Calls per second over the whole run. */
+  rate: number;
   /** CPU time of the client process per call, in µs. */
   clientCpu: number;
   /** CPU time of the responder process per call, in µs. */
   responderCpu: number;
 }
 
-/** Runs `CALLS` sequential calls. */
-async function timeCalls(responder: Responder, call: (i: number) => Promise<unknown>): Promise<Timing> {
+/** Runs `total` calls, `inFlight` at a time (each of `inFlight` loops calls back to back). */
+async function timeCalls(responder: Responder, call: (i: number) => Promise<unknown>, total: number, inFlight: number): Promise<Timing> {
   const latencies: number[] = [];
   const responder0 = await responder.cpu();
   const cpu0 = process.cpuUsage();
-  for (let i = 0; i < CALLS; i++) {
-    const t0 = performance.now();
-    await call(i);
-    latencies.push(performance.now() - t0);
-  }
+  const t0 = performance.now();
+  let next = 0;
+  const loop = async (): Promise<void> => {
+    while (next < total) {
+      const i = next++;
+      const start = performance.now();
+      await call(i);
+      latencies.push(performance.now() - start);
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, loop));
+  const elapsed = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   const responder1 = await responder.cpu();
-  return { latencies, clientCpu: (cpu.user + cpu.system) / CALLS, responderCpu: (responder1 - responder0) / CALLS };
+  return { latencies, rate: (total * 1000) / elapsed, clientCpu: (cpu.user + cpu.system) / total, responderCpu: (responder1 - responder0) / total };
 }
 
 function check(result: MessageResult): MessageResult {
@@ -146,55 +127,78 @@ function check(result: MessageResult): MessageResult {
 
 type Pair = 'raw→raw' | 'postage→postage' | 'raw→postage' | 'postage→raw';
 const PAIRS: Pair[] = ['raw→raw', 'postage→postage', 'raw→postage', 'postage→raw'];
+const PARALLEL_PAIRS: Pair[] = ['raw→raw', 'postage→postage'];
 
 await withVhost('postage-bench-rpc', async (url) => {
   const rawConn = await amqp.connect(url, { noDelay: true });
   const connection = new Connection({ url, clientName: 'bench rpc client (postage)' });
   let responder: Responder | undefined;
+  let rawClient: RawRpcClient | undefined;
   try {
     responder = await Responder.start(url);
     const fp = { name: 'bench', type: 'bench' };
     const request = Buffer.from(JSON.stringify(new RpcCommand('echo', { n: 1 }).setFingerprint(fp).body));
-    const rawClient = await RawClient.open(rawConn);
+    const raw = await RawRpcClient.open(rawConn);
+    rawClient = raw;
     const producer = new EchoClient({ connection, fingerprint: fp });
     const options = { _timeout: CALL_TIMEOUT_S, _max_retry: 0 };
+    const timeoutMs = CALL_TIMEOUT_S * 1000;
 
     const calls: Record<Pair, (i: number) => Promise<unknown>> = {
-      'raw→raw': () => rawClient.call(GenericApplicationExchange.name, RAW_QUEUE, request),
-      'raw→postage': () => rawClient.call(GenericApplicationExchange.name, `${APP}/rr`, request),
+      'raw→raw': () => raw.call(GenericApplicationExchange.name, RAW_QUEUE, request, { timeoutMs }),
+      'raw→postage': () => raw.call(GenericApplicationExchange.name, `${APP}/rr`, request, { timeoutMs }),
       'postage→postage': async (i) => check(await producer.rpcCommand('echo', { n: i }, options)),
       'postage→raw': async (i) => check(await producer.rpcCommand('echo', { n: i }, { ...options, _key: RAW_QUEUE })),
     };
 
-    progress(`warm-up (${CALLS} calls per pair)`);
-    for (const pair of PAIRS) await timeCalls(responder, calls[pair]);
+    progress(`warm-up (${CALLS} calls per pair, then ${PARALLEL_CALLS / 4} with ${IN_FLIGHT} in flight)`);
+    for (const pair of PAIRS) await timeCalls(responder, calls[pair], CALLS, 1);
+    for (const pair of PARALLEL_PAIRS) await timeCalls(responder, calls[pair], PARALLEL_CALLS / 4, IN_FLIGHT);
 
     const empty = (): Record<Pair, number[]> => ({ 'raw→raw': [], 'postage→postage': [], 'raw→postage': [], 'postage→raw': [] });
     const p50 = empty();
     const p99 = empty();
     const clientCpu = empty();
     const responderCpu = empty();
+    const rate32 = empty();
+    const p99At32 = empty();
+    const clientCpu32 = empty();
+    const responderCpu32 = empty();
     for (let r = 0; r < ROUNDS; r++) {
-      const order = [...PAIRS.slice(r % PAIRS.length), ...PAIRS.slice(0, r % PAIRS.length)];
-      for (const pair of order) {
-        const t = await timeCalls(responder, calls[pair]);
+      for (const pair of roundOrder(PAIRS, r)) {
+        const t = await timeCalls(responder, calls[pair], CALLS, 1);
         p50[pair].push(percentile(t.latencies, 50));
         p99[pair].push(percentile(t.latencies, 99));
         clientCpu[pair].push(t.clientCpu);
         responderCpu[pair].push(t.responderCpu);
       }
-      progress(`round ${r + 1}/${ROUNDS}: ${PAIRS.map((p) => `${p} p50 ${(p50[p].at(-1) ?? 0).toFixed(3)} ms`).join(', ')}`);
+      for (const pair of roundOrder(PARALLEL_PAIRS, r)) {
+        const t = await timeCalls(responder, calls[pair], PARALLEL_CALLS, IN_FLIGHT);
+        rate32[pair].push(t.rate);
+        p99At32[pair].push(percentile(t.latencies, 99));
+        clientCpu32[pair].push(t.clientCpu);
+        responderCpu32[pair].push(t.responderCpu);
+      }
+      progress(
+        `round ${r + 1}/${ROUNDS}: ${PAIRS.map((p) => `${p} p50 ${(p50[p].at(-1) ?? 0).toFixed(3)} ms`).join(', ')}; ${IN_FLIGHT} in flight: ${PARALLEL_PAIRS.map((p) => `${p} ${Math.round(rate32[p].at(-1) ?? 0)} calls/s`).join(', ')}`,
+      );
     }
+    const rawName = 'raw amqplib both sides';
     const rows: BenchRow[] = [
-      pairedRow(`RPC p50, ${CALLS} sequential calls`, 'ms', p50['raw→raw'], p50['postage→postage'], { op: '<=', value: 1.2 }, 'raw direct reply-to vs GenericProducer.rpcCommand + RpcHandler'),
-      pairedRow(`RPC p99, ${CALLS} sequential calls`, 'ms', p99['raw→raw'], p99['postage→postage'], undefined, 'no target in SPEC §8'),
-      pairedRow('RPC p50, raw client → postage responder', 'ms', p50['raw→raw'], p50['raw→postage'], undefined, 'diagnostic: responder side alone'),
-      pairedRow('RPC p50, postage client → raw responder', 'ms', p50['raw→raw'], p50['postage→raw'], undefined, 'diagnostic: client side alone'),
-      pairedRow('RPC client CPU per call', 'µs', clientCpu['raw→raw'], clientCpu['postage→raw'], undefined, 'diagnostic: client process, same raw responder'),
-      pairedRow('RPC responder CPU per call', 'µs', responderCpu['raw→raw'], responderCpu['raw→postage'], undefined, 'diagnostic: responder process, same raw client'),
+      pairedRow({ metric: `RPC p50, one in flight (${CALLS} sequential calls)`, unit: 'ms', baselineName: rawName, baseline: p50['raw→raw'], ours: p50['postage→postage'], goal: { of: 'ratio', op: '<=', value: 1.15 }, note: 'GenericProducer.rpcCommand → GenericApplication RpcHandler' }),
+      pairedRow({ metric: 'RPC p99, one in flight', unit: 'ms', baselineName: rawName, baseline: p99['raw→raw'], ours: p99['postage→postage'] }),
+      pairedRow({ metric: 'RPC p50, raw client → library responder', unit: 'ms', baselineName: rawName, baseline: p50['raw→raw'], ours: p50['raw→postage'], note: 'diagnostic: responder side alone' }),
+      pairedRow({ metric: 'RPC p50, library client → raw responder', unit: 'ms', baselineName: rawName, baseline: p50['raw→raw'], ours: p50['postage→raw'], note: 'diagnostic: client side alone' }),
+      pairedRow({ metric: 'RPC client CPU per call, one in flight', unit: 'µs', baselineName: rawName, baseline: clientCpu['raw→raw'], ours: clientCpu['postage→raw'], note: 'diagnostic: client process, same raw responder' }),
+      pairedRow({ metric: 'RPC responder CPU per call, one in flight', unit: 'µs', baselineName: rawName, baseline: responderCpu['raw→raw'], ours: responderCpu['raw→postage'], note: 'diagnostic: responder process, same raw client' }),
+      pairedRow({ metric: `RPC ${IN_FLIGHT} in flight (${PARALLEL_CALLS} calls), responder prefetch 100`, unit: 'calls/s', baselineName: rawName, baseline: rate32['raw→raw'], ours: rate32['postage→postage'], goal: { of: 'ratio', op: '>=', value: 0.85 } }),
+      pairedRow({ metric: `RPC p99, ${IN_FLIGHT} in flight`, unit: 'ms', baselineName: rawName, baseline: p99At32['raw→raw'], ours: p99At32['postage→postage'] }),
+      pairedRow({ metric: `RPC client CPU per call, ${IN_FLIGHT} in flight`, unit: 'µs', baselineName: rawName, baseline: clientCpu32['raw→raw'], ours: clientCpu32['postage→postage'], note: 'diagnostic: client process, each with its own responder' }),
+      pairedRow({ metric: `RPC responder CPU per call, ${IN_FLIGHT} in flight`, unit: 'µs', baselineName: rawName, baseline: responderCpu32['raw→raw'], ours: responderCpu32['postage→postage'], note: 'diagnostic: responder process, each with its own client' }),
     ];
-    report('rpc', rows);
+    report('rpc', rows, { sequentialCalls: CALLS, parallelCalls: PARALLEL_CALLS, inFlight: IN_FLIGHT, responderPrefetch: 100, rounds: ROUNDS });
   } finally {
+    await rawClient?.close();
     await responder?.stop();
     await connection.close('bench done');
     await rawConn.close().catch(() => undefined);
