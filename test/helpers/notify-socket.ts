@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
+import { Waiters } from './json-lines.js';
 
 interface ServerSocket {
   bind(path: string): void;
@@ -27,7 +28,7 @@ export interface Notification {
 export class NotifySocket {
   readonly messages: Notification[] = [];
   private readonly t0 = performance.now();
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
 
   private constructor(
     readonly path: string,
@@ -40,7 +41,7 @@ export class NotifySocket {
         if (eq > 0) fields[line.slice(0, eq)] = line.slice(eq + 1);
       }
       this.messages.push({ at: performance.now() - this.t0, fields });
-      for (const w of [...this.waiters]) w();
+      this.waiters.notify();
     });
   }
 
@@ -64,24 +65,11 @@ export class NotifySocket {
 
   /** Waits until `count` messages set `field` (to `value`); returns the last of them. */
   waitFor(field: string, value: string | undefined, count = 1, timeout = 15_000): Promise<Notification> {
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = this.with(field, value);
-        if (found.length >= count) {
-          done();
-          resolve(found[count - 1]!);
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`no ${count}x ${field}=${value ?? '*'} within ${timeout} ms; got: ${JSON.stringify(this.messages.map((m) => m.fields))}`));
-      }, timeout);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
+    return this.waiters.until(
+      () => this.with(field, value),
+      count,
+      timeout,
+      () => `no ${count}x ${field}=${value ?? '*'} within ${timeout} ms; got: ${JSON.stringify(this.messages.map((m) => m.fields))}`,
+    );
   }
 }

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { BROKER_HOST, BROKER_PORT, brokerReachable } from './broker.js';
+import { JsonLinesProcess, type Exit, type WaitOptions } from './json-lines.js';
 import { ROOT } from './spawn.js';
 
 const run = promisify(execFile);
@@ -90,10 +91,7 @@ export function markForPeer(value: unknown): unknown {
 
 export type PeerEvent = Record<string, unknown> & { event?: string };
 
-export interface PeerExit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+export type PeerExit = Exit;
 
 /** The environment of a peer: the broker and vhost of the test, Python Postage's variable names. */
 function peerEnv(vhost: string): NodeJS.ProcessEnv {
@@ -101,116 +99,33 @@ function peerEnv(vhost: string): NodeJS.ProcessEnv {
   return { ...env, POSTAGE_VHOST: vhost, POSTAGE_USER: 'guest', POSTAGE_PASSWORD: 'guest', POSTAGE_HOST: BROKER_HOST, POSTAGE_PORT: String(BROKER_PORT) };
 }
 
-/** One peer process: its JSON-line events, stderr, exit, and waiting for an event. */
-export class PeerProcess {
-  readonly events: PeerEvent[] = [];
-  stderr = '';
-  exit: PeerExit | undefined;
-  readonly exited: Promise<PeerExit>;
-  private readonly waiters = new Set<() => void>();
-
-  constructor(readonly child: ChildProcess, readonly label: string) {
-    let buffer = '';
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      buffer += chunk;
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        if (line.trim() === '') continue;
-        try {
-          this.events.push(unmark(JSON.parse(line)) as PeerEvent);
-        } catch {
-          this.stderr += `(stdout) ${line}\n`;
-        }
-      }
-      this.notify();
-    });
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => {
-      this.stderr += chunk;
-      this.notify();
-    });
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.exit = { code, signal };
-        this.notify();
-        resolve(this.exit);
-      });
-    });
+/** One peer process: its JSON-line events (NaN, ±Infinity and big integers restored), stderr, exit. */
+export class PeerProcess extends JsonLinesProcess<PeerEvent> {
+  constructor(child: ChildProcess, label: string) {
+    super(child, label, (value) => unmark(value) as PeerEvent);
   }
 
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  private notify(): void {
-    for (const w of [...this.waiters]) w();
+  get events(): readonly PeerEvent[] {
+    return this.items;
   }
 
   find(match: string | ((e: PeerEvent) => boolean)): PeerEvent[] {
-    const pred = typeof match === 'string' ? (e: PeerEvent) => e.event === match : match;
-    return this.events.filter(pred);
+    return this.items.filter(eventMatcher(match));
   }
 
   /** Waits until `count` events match (default 1) and returns the last of them. */
-  waitForEvent(match: string | ((e: PeerEvent) => boolean), options: { count?: number; timeout?: number } = {}): Promise<PeerEvent> {
-    const count = options.count ?? 1;
-    const timeout = options.timeout ?? 20_000;
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = this.find(match);
-        if (found.length >= count) {
-          done();
-          resolve(found[count - 1]!);
-        } else if (this.exit) {
-          done();
-          reject(new Error(`${this.label} exited (${JSON.stringify(this.exit)}) before event ${String(match)} x${count}\n${this.tail()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`timed out after ${timeout} ms waiting for ${this.label} event ${String(match)} x${count}\n${this.tail()}`));
-      }, timeout);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  tail(n = 8): string {
-    return `last events:\n${this.events
-      .slice(-n)
-      .map((e) => JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)).slice(0, 600))
-      .join('\n')}\nstderr: ${this.stderr.slice(-2000)}`;
-  }
-
-  /** The exit, or a rejection with the last events when the process is still running after `timeout` ms. */
-  async waitForExit(timeout = 30_000): Promise<PeerExit> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${this.label} still running after ${timeout} ms\n${this.tail()}`)), timeout);
-    });
-    try {
-      return await Promise.race([this.exited, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+  waitForEvent(match: string | ((e: PeerEvent) => boolean), options: WaitOptions = {}): Promise<PeerEvent> {
+    return this.waitForItem(eventMatcher(match), `event ${String(match)}`, { timeout: 20_000, ...options });
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`. */
-  async stop(graceMs = 5000): Promise<PeerExit> {
-    if (this.exit) return this.exit;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
-    const exit = await this.exited;
-    clearTimeout(timer);
-    return exit;
+  override stop(graceMs = 5000): Promise<PeerExit> {
+    return super.stop(graceMs);
   }
+}
+
+function eventMatcher(match: string | ((e: PeerEvent) => boolean)): (e: PeerEvent) => boolean {
+  return typeof match === 'string' ? (e) => e.event === match : match;
 }
 
 function spawnPeer<P extends PeerProcess>(t: ExecutionContext, vhost: string, args: string[], wrap: (child: ChildProcess) => P): P {

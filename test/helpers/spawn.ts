@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
+import { JsonLinesProcess, type WaitOptions } from './json-lines.js';
 import { GenericApplicationExchange, GenericProducer, type Connection, type ExchangeKeys } from 'postage';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -18,10 +19,7 @@ export const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'plugins');
 /** One parsed JSON log line. */
 export type LogLine = Record<string, unknown> & { message: string; level: string; app?: string };
 
-export interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+export type { Exit } from './json-lines.js';
 
 export interface SpawnOptions {
   /** AMQP URL of the test vhost (POSTAGE_URL). */
@@ -31,109 +29,24 @@ export interface SpawnOptions {
   cwd?: string;
 }
 
-export class DaemonProcess {
-  readonly lines: LogLine[] = [];
-  /** stdout lines that are not JSON (there should be none). */
-  readonly otherLines: string[] = [];
-  stderr = '';
-  readonly exited: Promise<Exit>;
-  exit: Exit | undefined;
-  private readonly waiters = new Set<() => void>();
-
-  constructor(readonly child: ChildProcess) {
-    let buffer = '';
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      buffer += chunk;
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        if (line.trim() === '') continue;
-        try {
-          this.lines.push(JSON.parse(line) as LogLine);
-        } catch {
-          this.otherLines.push(line);
-        }
-      }
-      this.notify();
-    });
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => {
-      this.stderr += chunk;
-      this.notify();
-    });
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.exit = { code, signal };
-        this.notify();
-        resolve(this.exit);
-      });
-    });
+/** A running postaged: its JSON log lines, stderr and exit. */
+export class DaemonProcess extends JsonLinesProcess<LogLine> {
+  constructor(child: ChildProcess) {
+    super(child, 'postaged');
   }
 
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  private notify(): void {
-    for (const w of [...this.waiters]) w();
+  get lines(): readonly LogLine[] {
+    return this.items;
   }
 
   /** Lines matching `match` (message string, or predicate). */
   find(match: string | ((l: LogLine) => boolean)): LogLine[] {
-    const pred = typeof match === 'string' ? (l: LogLine) => l.message === match : match;
-    return this.lines.filter(pred);
+    return this.items.filter(typeof match === 'string' ? (l) => l.message === match : match);
   }
 
   /** Waits until at least `count` lines match (default 1); returns the last of them. */
-  waitForLine(match: string | ((l: LogLine) => boolean), options: { count?: number; timeout?: number } = {}): Promise<LogLine> {
-    const count = options.count ?? 1;
-    const timeout = options.timeout ?? 15_000;
-    return new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = this.find(match);
-        if (found.length >= count) {
-          done();
-          resolve(found[count - 1]!);
-        } else if (this.exit) {
-          done();
-          reject(new Error(`postaged exited (${JSON.stringify(this.exit)}) before log line ${String(match)} x${count}\nstderr: ${this.stderr}\nlast lines: ${this.tail()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`timed out after ${timeout} ms waiting for log line ${String(match)} x${count}\nstderr: ${this.stderr}\nlast lines: ${this.tail()}`));
-      }, timeout);
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(check);
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  /** The last log lines, for failure messages. */
-  tail(n = 12): string {
-    return this.lines
-      .slice(-n)
-      .map((l) => JSON.stringify(l))
-      .join('\n');
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    if (!this.exit) this.child.kill(signal);
-  }
-
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit. */
-  async stop(graceMs = 15_000): Promise<Exit> {
-    if (this.exit) return this.exit;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
-    const exit = await this.exited;
-    clearTimeout(timer);
-    return exit;
+  waitForLine(match: string | ((l: LogLine) => boolean), options: WaitOptions = {}): Promise<LogLine> {
+    return this.waitForItem(typeof match === 'string' ? (l) => l.message === match : match, `log line ${String(match)}`, options);
   }
 }
 
