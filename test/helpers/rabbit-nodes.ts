@@ -3,7 +3,10 @@
  * everyone's tests use and which is never touched here): a standalone node (e.g. a second
  * broker address for failover, or a node with a TLS listener given as extra config lines), or
  * a cluster of several. Every node this starts is stopped at teardown, and a node a crashed run
- * left behind is stopped by the next `startRabbitNodes` (its name carries NODE_PREFIX).
+ * left behind is stopped by the next `startRabbitNodes` (its name carries NODE_PREFIX, and its
+ * folder the PID of the test process that started it: a node whose owner still runs, another
+ * engineer's test on the same machine, is left alone). Ids (and so ports) must differ between
+ * tests that may run at the same time.
  *
  * How a node is made (root; `rabbitmq-server -detached` switches to the rabbitmq user):
  * - /etc/rabbitmq/rabbitmq.conf pins `listeners.tcp.local = 127.0.0.1:5672`, which beats
@@ -32,6 +35,8 @@ export interface NodeOwner {
 export const NODE_PREFIX = 'postage-ci-';
 /** Data, logs and config of the extra nodes. */
 export const BASE_DIR = '/var/tmp/postage-rabbit-nodes';
+/** In each node's folder: the PID of the test process that started it. */
+const OWNER_FILE = 'owner.pid';
 
 export interface RabbitNodeOptions {
   /**
@@ -102,6 +107,7 @@ class Node implements RabbitNode {
     fs.mkdirSync(path.join(this.dir, 'log'), { recursive: true });
     const config = [`listeners.tcp.local = 127.0.0.1:${this.port}`, ...(options.extraConfig ?? [])];
     fs.writeFileSync(this.config, `# written by test/helpers/rabbit-nodes.ts\n${config.join('\n')}\n`);
+    fs.writeFileSync(path.join(this.dir, OWNER_FILE), String(process.pid));
   }
 
   private get config(): string {
@@ -168,13 +174,35 @@ async function stopNode(node: string, pidFile: string): Promise<void> {
   await rabbitmqctl(node, 'stop', ...(fs.existsSync(pidFile) ? [pidFile] : [])).catch(() => undefined);
 }
 
-/** Stops every node NODE_PREFIX names that epmd knows (a crashed run's) and removes BASE_DIR. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Stops every node NODE_PREFIX names that epmd knows and whose owner process is gone (a crashed
+ * run's), and removes their folders. Returns their names.
+ */
 export async function cleanupRabbitNodes(): Promise<string[]> {
   const names = await exec('epmd', ['-names']).catch(() => '');
-  const ours = [...names.matchAll(/^name (\S+) at port/gm)].map((m) => m[1]!).filter((n) => n.startsWith(NODE_PREFIX));
-  for (const name of ours) await stopNode(`${name}@localhost`, path.join(BASE_DIR, name, 'pid'));
-  fs.rmSync(BASE_DIR, { recursive: true, force: true });
-  return ours;
+  const running = [...names.matchAll(/^name (\S+) at port/gm)].map((m) => m[1]!).filter((n) => n.startsWith(NODE_PREFIX));
+  const folders = fs.existsSync(BASE_DIR) ? fs.readdirSync(BASE_DIR).filter((n) => n.startsWith(NODE_PREFIX)) : [];
+  const stopped: string[] = [];
+  for (const name of new Set([...running, ...folders])) {
+    const dir = path.join(BASE_DIR, name);
+    const owner = Number(fs.existsSync(path.join(dir, OWNER_FILE)) ? fs.readFileSync(path.join(dir, OWNER_FILE), 'utf8') : NaN);
+    if (Number.isInteger(owner) && owner !== process.pid && alive(owner)) continue;
+    if (running.includes(name)) {
+      await stopNode(`${name}@localhost`, path.join(dir, 'pid'));
+      stopped.push(name);
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return stopped;
 }
 
 /**
