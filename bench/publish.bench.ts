@@ -49,7 +49,7 @@ async function publishPostage(producer: GenericProducer, n: number): Promise<num
   const t0 = performance.now();
   for (let sent = 0; sent < n; ) {
     const window = Math.min(WINDOW, n - sent);
-    const batch: Array<Promise<void>> = [];
+    const batch: Array<Promise<unknown>> = [];
     for (let i = 0; i < window; i++) batch.push(producer.send(new MessageCommand('hit', { i: sent + i })));
     sent += window;
     await Promise.all(batch);

@@ -12,7 +12,8 @@
  * `process.cpuUsage()`; `{ cmd: 'stop' }` (or the parent going away) closes everything and exits.
  */
 import amqp from 'amqplib';
-import { Connection, GenericApplication, GenericApplicationExchange, MessageResult, MicroScheduler, RpcHandler, queueFlags } from 'postage';
+import { Connection, GenericApplication, GenericApplicationExchange, MessageResult, MicroScheduler, RpcHandler } from 'postage';
+import { queueFlags } from 'postage/internal';
 import { until } from './helpers.js';
 
 export const APP = 'BenchEcho';

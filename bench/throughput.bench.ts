@@ -12,7 +12,8 @@
  * the broker a disk write, which would hide the client's own cost, the thing compared.
  */
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel } from 'amqplib';
-import { Connection, GenericApplication, MessageCommand, MessageHandler, MicroScheduler, queueFlags } from 'postage';
+import { Connection, GenericApplication, MessageCommand, MessageHandler, MicroScheduler } from 'postage';
+import { queueFlags } from 'postage/internal';
 import { pairedRow, progress, report, until, withVhost, type BenchRow } from './helpers.js';
 
 const N = Number(process.env['BENCH_THROUGHPUT_N'] ?? 20_000);

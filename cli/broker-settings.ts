@@ -1,62 +1,39 @@
 /**
  * Where the broker is, read as `postaged` reads it (daemon/config.ts, `broker.*`):
- * defaults < `--config` file (its `broker` section) < `POSTAGE_*` environment, where a URL
- * (`broker.url`, `POSTAGE_URL`) wins over hosts/port/vhost/user/password. Then `--host` and
- * `--vhost` replace those parts of the URLs, so `POSTAGE_URL=… postage ps --vhost other`
- * asks the same broker about another vhost. The CLI may not import daemon/, so this file
- * repeats the few rules it needs.
+ * defaults < `--config` file (its `broker` section, the daemon's keys and nothing else) <
+ * `POSTAGE_*` environment; then `--host` and `--vhost` replace those parts of every node, so
+ * `POSTAGE_URL=… postage ps --vhost other` asks the same broker about another vhost. The
+ * rules themselves (a URL wins over hosts/port/vhost, `[v6]:port`, credentials) are the
+ * library's (`resolveBroker`); this file only gathers the layers.
  */
 import { readFile } from 'node:fs/promises';
-import { readEnv } from 'postage';
+import type { BrokerSettings } from 'postage';
+import { brokerEnv, splitList, type BrokerOverride } from 'postage/internal';
 import stripJsonComments from 'strip-json-comments';
 import { CliError, ExitCode } from './exit-codes.js';
 
-/** One layer of broker settings; anything left out comes from the layers below. */
-export interface BrokerLayer {
-  urls?: string[];
-  hosts?: string[];
-  port?: number;
-  vhost?: string;
-  user?: string;
-  password?: string;
-}
+/** The keys of the daemon's `broker` section; `heartbeat` and `connectAttempts` are the daemon's (the CLI tries once). */
+const BROKER_KEYS = ['url', 'hosts', 'port', 'vhost', 'user', 'password', 'heartbeat', 'connectAttempts', 'connectTimeout', 'reconnectDelay', 'tls'] as const;
+const TLS_KEYS = ['enabled', 'ca', 'cert', 'key', 'servername', 'external'] as const;
 
-const DEFAULTS: Required<Omit<BrokerLayer, 'urls'>> = { hosts: ['127.0.0.1'], port: 5672, vhost: '/', user: 'guest', password: 'guest' };
-
-function list(value: unknown): string[] | undefined {
-  if (value === undefined || value === null || value === '') return undefined;
-  const items = Array.isArray(value) ? value.map(String) : String(value).split(',');
-  const out = items.map((s) => s.trim()).filter((s) => s.length > 0);
-  return out.length > 0 ? out : undefined;
-}
-
-/** The environment layer: only the variables that are set. */
-export function envLayer(env: NodeJS.ProcessEnv = process.env): { layer: BrokerLayer; warnings: string[] } {
-  const read = readEnv(env);
-  const has = (name: string): boolean => env[name] !== undefined && env[name] !== '';
-  const layer: BrokerLayer = {};
-  const urls = list(env['POSTAGE_URL']);
-  if (urls) layer.urls = urls;
-  const hosts = list(env['POSTAGE_HOST']);
-  if (hosts) layer.hosts = hosts;
-  if (has('POSTAGE_PORT')) layer.port = read.port;
-  if (has('POSTAGE_VHOST')) layer.vhost = read.vhost;
-  if (has('POSTAGE_USER') || has('POSTAGE_RMQ_USER')) layer.user = read.user;
-  if (has('POSTAGE_PASSWORD') || has('POSTAGE_RMQ_PASSWORD')) layer.password = read.password;
-  return { layer, warnings: read.warnings };
+/** The environment layer: only the variables that are set, and deprecation warnings. */
+export function envLayer(env: NodeJS.ProcessEnv = process.env): { layer: BrokerSettings; warnings: string[] } {
+  const { settings, warnings } = brokerEnv(env);
+  return { layer: settings, warnings };
 }
 
 function configError(file: string, message: string): CliError {
   return new CliError(ExitCode.CONFIG, `invalid config file ${file}: ${message}`);
 }
 
-/**
- * The broker section of a `postaged` config file (JSON with comments). Keys of `broker`:
- * `url` (string or list), `hosts` (string or list; `host` accepted too), `port`, `vhost`,
- * `user`, `password`; `heartbeat` and `connectAttempts` are the daemon's (the CLI always
- * tries once). Other sections are the daemon's and are ignored here.
- */
-export async function fileLayer(file: string): Promise<BrokerLayer> {
+function list(value: unknown, key: string, file: string): string[] {
+  if (typeof value === 'string') return splitList(value);
+  if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return value.map((v) => v.trim()).filter(Boolean);
+  throw configError(file, `broker.${key} must be a string or a list of strings`);
+}
+
+/** A config file's top-level object (JSON with comments); exit 78 when it is missing or invalid. */
+async function readConfigFile(file: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -70,20 +47,45 @@ export async function fileLayer(file: string): Promise<BrokerLayer> {
     throw configError(file, `not valid JSON (${(err as Error).message})`);
   }
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw configError(file, 'the top level must be a JSON object');
-  const broker = (doc as Record<string, unknown>)['broker'];
+  return doc as Record<string, unknown>;
+}
+
+/**
+ * `security.signingKeyFile` of a `postaged` config file: the CLI signs its control commands
+ * with the daemon's secrets (the daemon refuses unsigned ones when they are set).
+ */
+export async function fileSigningKeyFile(file: string): Promise<string | undefined> {
+  const security = (await readConfigFile(file))['security'];
+  if (security === undefined || security === null || typeof security !== 'object') return undefined;
+  const keyFile = (security as Record<string, unknown>)['signingKeyFile'];
+  if (keyFile === undefined || keyFile === '') return undefined;
+  if (typeof keyFile !== 'string') throw configError(file, 'security.signingKeyFile must be a string');
+  return keyFile;
+}
+
+/**
+ * The broker section of a `postaged` config file (JSON with comments), validated as the
+ * daemon validates it: an unknown key in `broker` is an error naming it. Other sections are
+ * the daemon's and are ignored here.
+ */
+export async function fileLayer(file: string): Promise<BrokerSettings> {
+  const doc = await readConfigFile(file);
+  const broker = doc['broker'];
   if (broker === undefined) return {};
   if (broker === null || typeof broker !== 'object' || Array.isArray(broker)) throw configError(file, 'broker must be an object');
   const b = broker as Record<string, unknown>;
-  const layer: BrokerLayer = {};
-  const urls = list(b['url'] ?? b['urls']);
-  if (urls) layer.urls = urls;
-  const hosts = list(b['hosts'] ?? b['host']);
-  if (hosts) layer.hosts = hosts;
-  if (b['port'] !== undefined) {
-    const port = Number(b['port']);
-    if (!Number.isInteger(port) || port <= 0 || port > 65535) throw configError(file, `broker.port must be a port number (got ${JSON.stringify(b['port'])})`);
-    layer.port = port;
+  for (const key of Object.keys(b)) {
+    if (!(BROKER_KEYS as readonly string[]).includes(key)) throw configError(file, `broker.${key}: unknown key; known keys: ${BROKER_KEYS.join(', ')}`);
   }
+  const layer: BrokerSettings = {};
+  if (b['url'] !== undefined) layer.url = list(b['url'], 'url', file);
+  if (b['hosts'] !== undefined) layer.hosts = list(b['hosts'], 'hosts', file);
+  if (b['port'] !== undefined) {
+    const port = b['port'];
+    if (!Number.isInteger(port) || (port as number) <= 0 || (port as number) > 65535) throw configError(file, `broker.port must be a port number (got ${JSON.stringify(port)})`);
+    layer.port = port as number;
+  }
+  if (b['tls'] !== undefined) layer.tls = tlsSection(b['tls'], file);
   for (const key of ['vhost', 'user', 'password'] as const) {
     const v = b[key];
     if (v === undefined) continue;
@@ -94,52 +96,40 @@ export async function fileLayer(file: string): Promise<BrokerLayer> {
   return layer;
 }
 
-function splitHost(host: string, port: number): [string, number] {
-  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(host);
-  if (!m) return [host, port];
-  return [m[1] as string, m[2] === undefined ? port : Number(m[2])];
+/** `broker.tls` of a config file, checked as the daemon checks it. */
+function tlsSection(value: unknown, file: string): NonNullable<BrokerSettings['tls']> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw configError(file, 'broker.tls must be an object');
+  const t = value as Record<string, unknown>;
+  for (const k of Object.keys(t)) if (!(TLS_KEYS as readonly string[]).includes(k)) throw configError(file, `broker.tls.${k}: unknown key; known keys: ${TLS_KEYS.join(', ')}`);
+  const str = (k: string): string | undefined => {
+    const v = t[k];
+    if (v === undefined || v === '') return undefined;
+    if (typeof v !== 'string') throw configError(file, `broker.tls.${k} must be a string`);
+    return v;
+  };
+  const bool = (k: string): boolean => {
+    const v = t[k];
+    if (v !== undefined && typeof v !== 'boolean') throw configError(file, `broker.tls.${k} must be true or false`);
+    return v === true;
+  };
+  const ca = t['ca'] === undefined ? undefined : list(t['ca'], 'tls.ca', file);
+  const cert = str('cert');
+  const key = str('key');
+  const servername = str('servername');
+  return { enabled: bool('enabled'), ...(ca && ca.length > 0 ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(servername ? { servername } : {}), ...(bool('external') ? { external: true } : {}) };
 }
 
-/** Replaces the parts of `url` that `over` sets; a host list yields one URL per host. */
-function override(url: string, over: BrokerLayer): string[] {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return [url]; // amqplib will reject it and the error names it
-  }
-  if (over.user !== undefined) u.username = encodeURIComponent(over.user);
-  if (over.password !== undefined) u.password = encodeURIComponent(over.password);
-  if (over.vhost !== undefined) u.pathname = `/${encodeURIComponent(over.vhost)}`;
-  if (over.port !== undefined) u.port = String(over.port);
-  if (over.hosts === undefined) return [u.toString()];
-  return over.hosts.map((h) => {
-    const c = new URL(u.toString());
-    const [host, port] = splitHost(h, over.port ?? (Number(u.port) || 5672));
-    c.hostname = host;
-    c.port = String(port);
-    return c.toString();
-  });
+/** The layers merged, lowest first: each key a higher layer sets replaces the lower one's. */
+export function mergeLayers(layers: readonly BrokerSettings[]): BrokerSettings {
+  const merged: Record<string, unknown> = {};
+  for (const layer of layers) for (const [k, v] of Object.entries(layer)) if (v !== undefined) merged[k] = v;
+  return merged as BrokerSettings;
 }
 
-/**
- * Resolves the layers (lowest first) as the daemon does: each key of a higher layer replaces
- * the lower one's, and a URL, once set, wins over hosts/port/vhost/user/password. Then the
- * command line's `--host` / `--vhost` replace those parts of every URL.
- */
-export function resolveBrokerUrls(layers: readonly BrokerLayer[], flags: Pick<BrokerLayer, 'hosts' | 'vhost'> = {}): string[] {
-  const merged: BrokerLayer = { ...DEFAULTS };
-  for (const layer of layers) for (const [k, v] of Object.entries(layer)) if (v !== undefined) Object.assign(merged, { [k]: v });
-  const { hosts = DEFAULTS.hosts, port = DEFAULTS.port, vhost = DEFAULTS.vhost, user = DEFAULTS.user, password = DEFAULTS.password } = merged;
-  const auth = `${encodeURIComponent(user)}:${encodeURIComponent(password)}`;
-  const base =
-    merged.urls ??
-    hosts.map((h) => {
-      const [host, p] = splitHost(h, port);
-      return `amqp://${auth}@${host}:${p}/${encodeURIComponent(vhost)}`;
-    });
-  const over: BrokerLayer = {};
-  if (flags.hosts !== undefined) over.hosts = flags.hosts;
-  if (flags.vhost !== undefined) over.vhost = flags.vhost;
-  return base.flatMap((url) => override(url, over));
+/** The command line's `--host` (a comma-separated list) and `--vhost`. */
+export function flagsOverride(flags: { host?: string; vhost?: string }): BrokerOverride {
+  const override: BrokerOverride = {};
+  if (flags.host !== undefined) override.hosts = splitList(flags.host);
+  if (flags.vhost !== undefined) override.vhost = flags.vhost;
+  return override;
 }

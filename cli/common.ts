@@ -3,9 +3,10 @@
  * closing the session, and turning a set of replies into an exit code.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { MessageResult } from 'postage';
-import { envLayer, fileLayer, resolveBrokerUrls, type BrokerLayer } from './broker-settings.js';
-import { EXIT_CODES_HELP, ExitCode, type ExitCodeValue } from './exit-codes.js';
+import type { BrokerSettings, MessageResult } from 'postage';
+import { readSigningKeys, signingEnv } from 'postage/internal';
+import { envLayer, fileLayer, fileSigningKeyFile, flagsOverride, mergeLayers } from './broker-settings.js';
+import { CliError, EXIT_CODES_HELP, ExitCode, type ExitCodeValue } from './exit-codes.js';
 import { KEY_FORMS_HELP } from './keys.js';
 import { showFailure, responder, type Output } from './output.js';
 import { Session } from './session.js';
@@ -60,21 +61,32 @@ export function helpFooter(examples: readonly string[], withKeys = true): string
   return ['', 'Examples:', ...examples.map((e) => `  $ ${e}`), '', ...(withKeys ? [KEY_FORMS_HELP, ''] : []), env, '', EXIT_CODES_HELP].join('\n');
 }
 
-/** The broker URLs for these options (file < env < command line). */
-export async function brokerUrlsFor(options: BrokerOptions): Promise<string[]> {
-  const layers: BrokerLayer[] = [];
+/**
+ * The broker settings for these options: file < environment, merged; `--host`/`--vhost` as an
+ * override; the signing secrets (environment, else the config file's security.signingKeyFile).
+ */
+export async function brokerFor(options: BrokerOptions): Promise<{ settings: BrokerSettings; override: ReturnType<typeof flagsOverride>; signing: string[] | undefined }> {
+  const layers: BrokerSettings[] = [];
   if (options.config !== undefined) layers.push(await fileLayer(options.config));
-  // Deprecated variables (POSTAGE_RMQ_*) are warned about by the library's Connection, once.
-  layers.push(envLayer().layer);
-  const flags: BrokerLayer = {};
-  if (options.host !== undefined) flags.hosts = options.host.split(',').map((h) => h.trim()).filter(Boolean);
-  if (options.vhost !== undefined) flags.vhost = options.vhost;
-  return resolveBrokerUrls(layers, flags);
+  let signing: string[] | undefined;
+  try {
+    const keyFile = options.config !== undefined ? await fileSigningKeyFile(options.config) : undefined;
+    signing = signingEnv() ?? (keyFile ? readSigningKeys(keyFile) : undefined);
+  } catch (err) {
+    throw new CliError(ExitCode.CONFIG, `signing key: ${(err as Error).message}`);
+  }
+  // Deprecated variables (POSTAGE_RMQ_*) are warned about here, once: the library is told
+  // not to read the environment again.
+  const env = envLayer();
+  for (const w of env.warnings) process.emitWarning(w, { type: 'DeprecationWarning', code: 'POSTAGE_DEP_ENV' });
+  layers.push(env.layer);
+  return { settings: mergeLayers(layers), override: flagsOverride(options), signing };
 }
 
 /** Opens a session, runs `fn`, and always closes the connection. */
 export async function withSession<T>(options: BrokerOptions, fn: (session: Session) => Promise<T>): Promise<T> {
-  const session = new Session(await brokerUrlsFor(options));
+  const { settings, override, signing } = await brokerFor(options);
+  const session = new Session(settings, override, signing);
   try {
     await session.open();
     return await fn(session);

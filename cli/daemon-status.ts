@@ -4,7 +4,7 @@
  * may run several versions of postaged.
  */
 import type { ApplicationStatus, DaemonStatus } from 'postage';
-import { bytes, duration, percent, table, type Column } from './output.js';
+import { bytes, duration, percent, safe, table, type Column } from './output.js';
 
 export type { ApplicationStatus, DaemonStatus, MessageCounts } from 'postage';
 
@@ -46,6 +46,9 @@ export function asDaemonStatus(value: unknown): DaemonStatus | undefined {
           rejected: num(c['rejected']),
           deadLettered: num(c['deadLettered']),
           unhandled: num(c['unhandled']),
+          retried: num(c['retried']),
+          timedOut: num(c['timedOut']),
+          duplicates: num(c['duplicates']),
         },
       };
       if (app['error'] !== undefined && app['error'] !== null) status.error = str(app['error']);
@@ -79,11 +82,22 @@ const PS_COLUMNS: Column[] = [
   { header: 'GROUPS' },
 ];
 
+/** An application on a daemon's host that answers `ping` but is no daemon's (e.g. a Python Postage one). */
+export interface OtherApplication {
+  host: string;
+  pid: string;
+  name: string;
+}
+
+/** Marks the applications `ps` found beside the daemons. */
+export const NOT_A_DAEMON = 'not a postaged daemon';
+
 /**
  * The `ps` table: one row per application; the daemon's columns are filled on its first
- * row only. Failed applications' errors follow the table.
+ * row only. Then the other applications that answered `ping` on a daemon's host. Failed
+ * applications' errors follow the table.
  */
-export function psTable(daemons: readonly DaemonStatus[]): string {
+export function psTable(daemons: readonly DaemonStatus[], others: readonly OtherApplication[] = []): string {
   const rows: string[][] = [];
   const notes: string[] = [];
   for (const d of sortDaemons(daemons)) {
@@ -96,7 +110,32 @@ export function psTable(daemons: readonly DaemonStatus[]): string {
       if (a?.error !== undefined) notes.push(`${a.name} in ${d.name}:${n(d.pid)}@${d.host} failed: ${a.error}`);
     });
   }
-  return table(PS_COLUMNS, rows) + notes.map((s) => `${s}\n`).join('');
+  const sorted = [...others].sort((a, b) => a.host.localeCompare(b.host) || a.name.localeCompare(b.name) || Number(a.pid) - Number(b.pid));
+  for (const o of sorted) rows.push([o.host, o.pid, '-', '-', '-', '-', '-', o.name, NOT_A_DAEMON, '-', '-', '-', '']);
+  if (others.length > 0) notes.push(`${others.length} application(s) answer ping but not status (${NOT_A_DAEMON}: a plain application, or a Python Postage one)`);
+  return table(PS_COLUMNS, rows) + notes.map((s) => `${safe(s)}\n`).join('');
+}
+
+/**
+ * The applications of the daemons' hosts that are not any daemon's: every application on a
+ * host answers `ping` on `@H`; those a daemon does not list are someone else's. Python
+ * Postage applications bind neither `#daemons` nor `status`, so this is how `ps` shows them.
+ */
+export function otherApplications(daemons: readonly DaemonStatus[], pings: readonly unknown[]): OtherApplication[] {
+  const known = new Set(daemons.flatMap((d) => d.applications.map((a) => `${a.name}:${d.pid}@${d.host}`)));
+  const seen = new Set<string>();
+  const others: OtherApplication[] = [];
+  for (const value of pings) {
+    const fp = rec(value);
+    const host = str(fp['host'], '');
+    const pid = str(fp['pid'], '');
+    const name = str(fp['name'], '');
+    const id = `${name}:${pid}@${host}`;
+    if (!name || known.has(id) || seen.has(id)) continue;
+    seen.add(id);
+    others.push({ host, pid, name });
+  }
+  return others;
 }
 
 const APP_COLUMNS: Column[] = [
@@ -136,7 +175,8 @@ export function statusBlock(d: DaemonStatus): string {
   ]);
   const queues = s.applications.map((a) => `  ${a.name}: ${a.queues.join(', ') || '-'}`);
   const errors = s.applications.filter((a) => a.error !== undefined).map((a) => `  ${a.name} failed: ${a.error}`);
-  return (
+  // Names, reasons and errors come from the daemon: no control characters reach the terminal.
+  return safe(
     lines.join('\n') +
     table(APP_COLUMNS, rows)
       .split('\n')

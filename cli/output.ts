@@ -4,6 +4,16 @@
  */
 import type { MessageResult } from 'postage';
 
+/**
+ * Text that came from a remote reply, made safe for a terminal: control characters (ESC, CSI,
+ * carriage return, bell, …) are shown escaped (`\u001b`), so that a responder cannot move the
+ * cursor, rewrite lines or set the title of the operator's terminal. Newlines and tabs stay.
+ */
+export function safe(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** A column of a table; numbers read best aligned right. */
 export interface Column {
   header: string;
@@ -12,6 +22,8 @@ export interface Column {
 
 /** Renders rows as an aligned table with a header line (two spaces between columns). */
 export function table(columns: readonly Column[], rows: ReadonlyArray<readonly string[]>): string {
+  // Every cell may hold a remote name, state or error: one line, no control characters.
+  rows = rows.map((r) => r.map((cell) => safe(cell).replace(/[\n\t]/g, ' ')));
   const widths = columns.map((c, i) => Math.max(c.header.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]): string =>
     columns
@@ -55,10 +67,14 @@ export function percent(n: number): string {
   return Number.isFinite(n) ? `${n.toFixed(1)}%` : '-';
 }
 
-/** Who answered: `name:pid@host` from the reply's fingerprint (the instance key). */
+/** Shown for a reply that carries no fingerprint (Python Postage's replies carry an empty one). */
+export const NO_FINGERPRINT = '(reply without fingerprint)';
+
+/** Who answered: `name:pid@host` from the reply's fingerprint (the instance key), or that it did not say. */
 export function responder(result: MessageResult): string {
   const fp = result.body.fingerprint;
-  return `${fp['name'] ?? '?'}:${fp['pid'] ?? '?'}@${fp['host'] ?? '?'}`;
+  if (!fp['name'] && !fp['pid'] && !fp['host']) return NO_FINGERPRINT;
+  return safe(`${fp['name'] ?? '?'}:${fp['pid'] ?? '?'}@${fp['host'] ?? '?'}`);
 }
 
 /** A reply as scripts see it with `--json`. */
@@ -76,12 +92,13 @@ export function replyJson(result: MessageResult): ReplyJson {
 
 /** A value for people: strings as they are, anything else as indented JSON. */
 export function showValue(value: unknown): string {
-  return typeof value === 'string' ? value : JSON.stringify(value, null, 2) ?? String(value);
+  // JSON.stringify escapes control characters inside strings already; a bare string does not.
+  return typeof value === 'string' ? safe(value) : JSON.stringify(value, null, 2) ?? String(value);
 }
 
 /** One line describing a failed reply. */
 export function showFailure(result: MessageResult): string {
-  return result.resultType === 'exception' ? `exception ${String(result.value)}: ${result.message}` : `error: ${result.message}`;
+  return safe(result.resultType === 'exception' ? `exception ${String(result.value)}: ${result.message}` : `error: ${result.message}`);
 }
 
 /** Output streams, replaceable in unit tests. */

@@ -13,6 +13,7 @@ import { registerRestart } from './commands/restart.js';
 import { registerRpc } from './commands/rpc.js';
 import { registerSend } from './commands/send.js';
 import { registerStatus } from './commands/status.js';
+import { registerTopology } from './commands/topology.js';
 import { CliError, EXIT_CODES_HELP, ExitCode } from './exit-codes.js';
 import { stdio, type Output } from './output.js';
 
@@ -43,6 +44,7 @@ export function buildProgram(output: Output = stdio): Command {
   registerRestart(program, output);
   registerQuit(program, output);
   registerGroupCommands(program, output);
+  registerTopology(program, output);
   program.addHelpText('after', `\nRun "postage <command> --help" for a command's options and examples.\n\n${EXIT_CODES_HELP}`);
   return program;
 }

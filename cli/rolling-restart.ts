@@ -11,7 +11,7 @@
 import { DAEMON_DISCOVERY_KEY, type MessageResult } from 'postage';
 import { asDaemonStatus, type DaemonStatus } from './daemon-status.js';
 import { CliError, ExitCode, type ExitCodeValue } from './exit-codes.js';
-import { json, showFailure, type Output } from './output.js';
+import { json, safe, showFailure, type Output } from './output.js';
 import type { Session } from './session.js';
 
 export interface RollingOptions {
@@ -105,7 +105,7 @@ async function restartOne(session: Session, target: Target, timeoutMs: number): 
 /** Runs the roll and reports each step; returns the exit code. */
 export async function rollingRestart(session: Session, key: string, options: RollingOptions, output: Output): Promise<ExitCodeValue> {
   const { targets, plain } = await discover(session, key, options);
-  if (plain.length > 0) throw new CliError(ExitCode.ERROR, `not hosted by a postaged daemon (no generation to wait for): ${plain.join(', ')}`);
+  if (plain.length > 0) throw new CliError(ExitCode.ERROR, safe(`not hosted by a postaged daemon (no generation to wait for): ${plain.join(', ')}`));
   if (targets.length === 0) {
     output.err(`postage: nothing answered ping on key '${key}' within ${options.discover} s: nothing to restart\n`);
     return ExitCode.NO_REPLY;
@@ -114,8 +114,9 @@ export async function rollingRestart(session: Session, key: string, options: Rol
     output.err(`postage: only ${targets.length} of ${options.expect} expected daemons answered on key '${key}': nothing restarted\n`);
     return ExitCode.NO_REPLY;
   }
+  // Keys and errors come from remote fingerprints and replies: no control characters reach the terminal.
   const say = (text: string): void => {
-    if (!options.json) output.out(text);
+    if (!options.json) output.out(safe(text));
   };
   say(`rolling restart of ${targets.length} daemon${targets.length === 1 ? '' : 's'} through '${key}', ${options.maxUnavailable} at a time\n`);
   const steps: Step[] = [];
@@ -127,14 +128,14 @@ export async function rollingRestart(session: Session, key: string, options: Rol
       steps.push(s);
       const n = `[${i + j + 1}/${targets.length}]`;
       if (s.ok) say(`${n} ${s.key}: generation ${s.fromGeneration} -> ${s.toGeneration}, answering after ${(s.ms / 1000).toFixed(1)} s\n`);
-      else output.err(`postage: ${n} ${s.key}: ${s.error}\n`);
+      else output.err(safe(`postage: ${n} ${s.key}: ${s.error}\n`));
     });
     failed = done.some((s) => !s.ok);
   }
   const restarted = steps.filter((s) => s.ok).length;
   const notTried = targets.slice(steps.length).map((t) => t.key);
   if (options.json) output.out(json({ key, ok: !failed, restarted, steps, notTried }));
-  else if (failed) output.err(`postage: rolling restart stopped: ${restarted} of ${targets.length} restarted${notTried.length > 0 ? `, not tried: ${notTried.join(', ')}` : ''}\n`);
+  else if (failed) output.err(safe(`postage: rolling restart stopped: ${restarted} of ${targets.length} restarted${notTried.length > 0 ? `, not tried: ${notTried.join(', ')}` : ''}\n`));
   else say(`done: ${restarted} of ${targets.length} restarted\n`);
   return failed ? ExitCode.NO_REPLY : ExitCode.OK;
 }

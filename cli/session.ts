@@ -3,18 +3,8 @@
  * reconnection), a producer on the GenericApplication exchange, and the two ways the CLI
  * talks: collecting RPC replies, and publishing a fire-and-forget command.
  */
-import {
-  Connection,
-  DAEMON_DISCOVERY_KEY,
-  GenericApplicationExchange,
-  GenericProducer,
-  JsonEncoder,
-  MessageCommand,
-  PostageError,
-  RpcCommand,
-  redactUrl,
-  type MessageResult,
-} from 'postage';
+import { Connection, DAEMON_DISCOVERY_KEY, GenericApplicationExchange, GenericProducer, MessageCommand, PostageError, RpcCommand, type BrokerSettings, type MessageResult } from 'postage';
+import { displayTarget, type BrokerOverride } from 'postage/internal';
 import { CliError, ExitCode } from './exit-codes.js';
 
 /** Sends to `generic-application-exchange`; every call names its key with `_key`. */
@@ -33,8 +23,25 @@ export class Session {
   readonly connection: Connection;
   private readonly producer: CliProducer;
 
-  constructor(readonly urls: readonly string[]) {
-    this.connection = new Connection({ url: urls, connectAttempts: 1, reconnect: false, clientName: `postage cli ${process.pid}` });
+  /**
+   * `settings` are every layer merged (file, environment): the library is told not to read
+   * the environment again. A bad value (a host, a URL) is a configuration error, exit 78.
+   */
+  constructor(settings: BrokerSettings, override: BrokerOverride = {}, signing?: readonly string[]) {
+    try {
+      this.connection = new Connection({
+        ...settings,
+        override,
+        env: {},
+        ...(signing ? { signing: { secrets: signing } } : {}),
+        connectAttempts: 1,
+        reconnect: false,
+        clientName: `postage cli ${process.pid}`,
+      });
+    } catch (err) {
+      if (err instanceof PostageError && err.code === 'POSTAGE_ERR_INVALID_ARGUMENT') throw new CliError(ExitCode.CONFIG, `broker settings: ${err.message}`);
+      throw err;
+    }
     this.producer = new CliProducer({ connection: this.connection, fingerprint: { name: 'postage', type: 'cli' } });
   }
 
@@ -43,7 +50,7 @@ export class Session {
     try {
       await this.connection.ready();
     } catch (err) {
-      throw brokerError(err, this.urls);
+      throw this.brokerError(err);
     }
   }
 
@@ -56,39 +63,22 @@ export class Session {
         ...(options.expect === undefined ? {} : { expect: options.expect }),
       });
     } catch (err) {
-      throw brokerError(err, this.urls);
+      throw this.brokerError(err);
     }
   }
 
   /**
-   * Publishes command `name` to `key` and resolves once the broker has confirmed it.
-   * Returns false when no queue is bound to the key (nobody would ever receive it).
-   * The producer's `send()` cannot tell: it publishes without `mandatory`, so this uses
-   * its own confirm channel with `mandatory` and listens for the broker's basic.return,
-   * which RabbitMQ sends before the confirm of an unroutable message.
+   * Publishes command `name` to `key` through the library's producer (so it carries a
+   * `message_id` and the time it was sent, which the daemon's exactly-once control relies
+   * on) and resolves once the broker has confirmed it. Returns false when no queue is bound
+   * to the key (nobody would ever receive it).
    */
   async command(key: string, name: string, parameters: unknown): Promise<boolean> {
     try {
-      const ch = await this.connection.createConfirmChannel();
-      try {
-        await GenericApplicationExchange.declare(ch);
-        let routed = true;
-        ch.on('return', () => {
-          routed = false;
-        });
-        const message = new MessageCommand(name, parameters).setFingerprint(this.producer.fingerprint);
-        const encoder = new JsonEncoder();
-        await new Promise<void>((resolve, reject) => {
-          ch.publish(GenericApplicationExchange.name, key, encoder.encode(message.body), { contentType: encoder.contentType, persistent: true, mandatory: true }, (err) =>
-            err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
-          );
-        });
-        return routed;
-      } finally {
-        await ch.close().catch(() => undefined);
-      }
+      const { routed } = await this.producer.send(new MessageCommand(name, parameters), { _key: key });
+      return routed;
     } catch (err) {
-      throw brokerError(err, this.urls);
+      throw this.brokerError(err);
     }
   }
 
@@ -96,13 +86,13 @@ export class Session {
   async close(): Promise<void> {
     await this.connection.close('postage cli done');
   }
-}
 
-/** An unreachable broker becomes exit 69 naming the URL tried (without its password). */
-function brokerError(err: unknown, urls: readonly string[]): unknown {
-  if (err instanceof PostageError && err.code === 'POSTAGE_ERR_BROKER_UNREACHABLE') return new CliError(ExitCode.UNAVAILABLE, err.message);
-  if (err instanceof PostageError && err.code === 'POSTAGE_ERR_CLOSED') {
-    return new CliError(ExitCode.UNAVAILABLE, `lost the broker connection to ${urls.map(redactUrl).join(', ')}`);
+  /** An unreachable broker becomes exit 69 naming the nodes tried (without a password). */
+  private brokerError(err: unknown): unknown {
+    if (err instanceof PostageError && err.code === 'POSTAGE_ERR_BROKER_UNREACHABLE') return new CliError(ExitCode.UNAVAILABLE, err.message);
+    if (err instanceof PostageError && (err.code === 'POSTAGE_ERR_CLOSED' || err.code === 'POSTAGE_ERR_PUBLISH')) {
+      return new CliError(ExitCode.UNAVAILABLE, `lost the broker connection to ${this.connection.targets.map(displayTarget).join(', ')}`);
+    }
+    return err;
   }
-  return err;
 }

@@ -1,8 +1,13 @@
-/** A bad configuration: the message names the key, the value (unless secret) and where it came from. Exit 78. */
-export class ConfigError extends Error {
+import { PostageError } from 'postage';
+
+/**
+ * A bad configuration (`POSTAGE_ERR_CONFIG`): the message names the key, the value (unless
+ * secret) and where it came from. `postaged` exits 78 on it.
+ */
+export class ConfigError extends PostageError {
   readonly key: string;
   constructor(key: string, message: string) {
-    super(message);
+    super('POSTAGE_ERR_CONFIG', message, { key });
     this.name = 'ConfigError';
     this.key = key;
   }

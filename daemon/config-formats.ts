@@ -4,7 +4,7 @@
  * a string that does not parse is kept as it is, so that the error shows what was given.
  */
 import convict from 'convict';
-import { checkName, redactUrl } from 'postage';
+import { checkName, redactUrl } from 'postage/internal';
 import { ConfigError } from './config-error.js';
 
 function assert(ok: boolean, message: string): asserts ok {
@@ -32,16 +32,40 @@ export function isName(value: unknown): boolean {
   }
 }
 
+/** Node fires a timer set above 2^31 - 1 ms after 1 ms instead: the largest usable delay. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** AMQP's prefetch count is a 16-bit field. */
+export const MAX_PREFETCH = 65535;
+
 const formats = {
   'postaged-ms': {
     validate(x: unknown) {
-      assert(Number.isInteger(x) && (x as number) >= 0, 'must be a whole number of milliseconds (0 or more)');
+      assert(Number.isInteger(x) && (x as number) >= 0 && (x as number) <= MAX_TIMER_MS, `must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS} (about 24.8 days)`);
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
+  'postaged-positive-ms': {
+    validate(x: unknown) {
+      assert(Number.isInteger(x) && (x as number) >= 1 && (x as number) <= MAX_TIMER_MS, `must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS} (about 24.8 days)`);
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
+  'postaged-mib': {
+    validate(x: unknown) {
+      assert(Number.isInteger(x) && (x as number) >= 0 && (x as number) <= 1_048_576, 'must be a whole number of MiB from 0 to 1048576');
     },
     coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
   },
   'postaged-positive-int': {
     validate(x: unknown) {
       assert(Number.isInteger(x) && (x as number) > 0, 'must be a whole number greater than 0');
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
+  'postaged-prefetch': {
+    validate(x: unknown) {
+      assert(Number.isInteger(x) && (x as number) >= 1 && (x as number) <= MAX_PREFETCH, `must be a whole number from 1 to ${MAX_PREFETCH}`);
     },
     coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
   },
@@ -82,6 +106,12 @@ const formats = {
       assert(typeof x === 'string', 'must be a string');
     },
   },
+  'postaged-path-list': {
+    validate(x: unknown) {
+      assert(Array.isArray(x) && x.every((p) => typeof p === 'string' && p.trim() !== ''), 'must be a list of file paths');
+    },
+    coerce: listOf,
+  },
   'postaged-host-list': {
     validate(x: unknown) {
       assert(Array.isArray(x) && x.length > 0 && x.every((h) => typeof h === 'string' && h !== '' && !/\s/.test(h)), 'must be a non-empty list of host names (host or host:port)');
@@ -114,7 +144,23 @@ function describe(value: unknown): string {
   return s.length > 120 ? `${s.slice(0, 117)}...` : s;
 }
 
-const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency']);
+const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency', 'handlerTimeout', 'maxAttempts', 'topology']);
+const TOPOLOGY_KEYS = new Set(['mode', 'sharedQueueExpires', 'uniqueQueueExpires', 'quorum']);
+
+/** Checks `apps.<name>.topology`: the keys of `topology`, with their formats. */
+function validateAppTopology(at: string, topology: unknown): void {
+  if (topology === null || typeof topology !== 'object' || Array.isArray(topology)) throw new ConfigError(at, `${at}: must be an object (value ${describe(topology)})`);
+  for (const [k, v] of Object.entries(topology)) {
+    const key = `${at}.${k}`;
+    const bad = (why: string): never => {
+      throw new ConfigError(key, `${key}: ${why} (value ${describe(v)})`);
+    };
+    if (!TOPOLOGY_KEYS.has(k)) bad(`unknown key; known keys: ${[...TOPOLOGY_KEYS].join(', ')}`);
+    if (k === 'mode' && v !== 'durable' && v !== 'postage') bad('must be "durable" or "postage"');
+    if ((k === 'sharedQueueExpires' || k === 'uniqueQueueExpires') && !(Number.isInteger(v) && (v as number) > 0 && (v as number) <= MAX_TIMER_MS)) bad(`must be a whole number of milliseconds from 1 to ${MAX_TIMER_MS}`);
+    if (k === 'quorum' && typeof v !== 'boolean') bad('must be true or false');
+  }
+}
 
 /** Checks `apps.<name>` entries (convict sees `apps` as one object). @internal */
 export function validateApps(apps: Record<string, unknown>): void {
@@ -131,7 +177,10 @@ export function validateApps(apps: Record<string, unknown>): void {
       if (k === 'enabled' && typeof v !== 'boolean') bad('must be true or false');
       if (k === 'groups' && !(Array.isArray(v) && v.every(isName))) bad('must be a list of group names without "@", "#", "/", ":" or spaces');
       if (k === 'settings' && (v === null || typeof v !== 'object' || Array.isArray(v))) bad('must be an object');
-      if ((k === 'prefetch' || k === 'concurrency') && !(Number.isInteger(v) && (v as number) > 0)) bad('must be a whole number greater than 0');
+      if (k === 'prefetch' && !(Number.isInteger(v) && (v as number) >= 1 && (v as number) <= MAX_PREFETCH)) bad(`must be a whole number from 1 to ${MAX_PREFETCH}`);
+      if ((k === 'concurrency' || k === 'maxAttempts') && !(Number.isInteger(v) && (v as number) > 0)) bad('must be a whole number greater than 0');
+      if (k === 'handlerTimeout' && !(Number.isInteger(v) && (v as number) >= 0 && (v as number) <= MAX_TIMER_MS)) bad(`must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS}`);
+      if (k === 'topology') validateAppTopology(key, v);
     }
   }
 }

@@ -11,6 +11,7 @@ import { ConfigError } from './config-error.js';
 import { registerFormats, validateApps } from './config-formats.js';
 import stripJsonComments from 'strip-json-comments';
 import { SECRET_KEYS } from './secrets.js';
+import { readSigningKeys } from 'postage/internal';
 
 export { ConfigError } from './config-error.js';
 export { redactConfig, secretsOf, SECRET_KEYS } from './secrets.js';
@@ -27,6 +28,15 @@ export interface AppConfig {
   prefetch?: number;
   /** Overrides `defaults.concurrency` for this application. */
   concurrency?: number;
+  /** Overrides `defaults.handlerTimeout` for this application. */
+  handlerTimeout?: number;
+  /** Overrides `defaults.maxAttempts` for this application. */
+  maxAttempts?: number;
+  /**
+   * Overrides keys of `topology` for this application: e.g. `{ "mode": "postage" }` for the
+   * one name a fleet shares with Python Postage applications, the others staying durable.
+   */
+  topology?: Partial<DaemonConfig['topology']>;
 }
 
 export interface DaemonConfig {
@@ -34,14 +44,30 @@ export interface DaemonConfig {
   host: string;
   pluginDir: string;
   watch: boolean;
+  strictModes: boolean;
   watchDebounce: number;
   startTimeout: number;
   drainTimeout: number;
   shutdownTimeout: number;
-  restart: { dedupeWindow: number };
+  restart: { dedupeWindow: number; coalesceSkew: number };
   log: { level: 'error' | 'warn' | 'info' | 'debug'; format: 'auto' | 'json' | 'pretty' };
-  broker: { url: string[]; hosts: string[]; port: number; vhost: string; user: string; password: string; heartbeat: number; connectAttempts: number };
-  defaults: { prefetch: number; concurrency: number };
+  broker: {
+    url: string[];
+    hosts: string[];
+    port: number;
+    vhost: string;
+    user: string;
+    password: string;
+    heartbeat: number;
+    connectAttempts: number;
+    connectTimeout: number;
+    reconnectDelay: { initial: number; max: number };
+    tls: { enabled: boolean; ca: string[]; cert: string; key: string; servername: string; external: boolean };
+  };
+  faults: { quarantineAfter: number; quarantineWindow: number; quarantineTime: number; quarantineMaxTime: number };
+  security: { signingKeyFile: string; signatureMaxAge: number; strictReplies: boolean };
+  watchdog: { loopLagWarn: number; maxRss: number; interval: number };
+  defaults: { prefetch: number; concurrency: number; handlerTimeout: number; maxAttempts: number };
   topology: { mode: 'durable' | 'postage'; sharedQueueExpires: number; uniqueQueueExpires: number; quorum: boolean };
   apps: Record<string, AppConfig>;
 }
@@ -76,6 +102,13 @@ export const schema = {
     env: 'POSTAGED_WATCH',
     arg: 'watch',
   },
+  strictModes: {
+    doc: "Load only plugins nobody else can change, as sshd's StrictModes: a plugin folder or file owned by a user other than the daemon's or root, writable by its group (unless the owner's private group) or by everyone, a symlink leading out of the folder, or a non-regular file is refused (logged with the path and the reason, shown in status). Turning it off lets whoever can write the folder run code as the daemon (docs/security.md).",
+    format: 'postaged-bool',
+    default: true,
+    env: 'POSTAGED_STRICT_MODES',
+    arg: 'strict-modes',
+  },
   watchDebounce: {
     doc: 'Milliseconds of quiet after the last change before the restart (saving ten files restarts once).',
     format: 'postaged-ms',
@@ -103,10 +136,16 @@ export const schema = {
   },
   restart: {
     dedupeWindow: {
-      doc: 'Milliseconds a restart command id is remembered (across re-execs) so that each command restarts once.',
+      doc: 'Milliseconds a control command id (AMQP message_id) is remembered, across re-execs, so that a copy delivered again is not acted on twice.',
       format: 'postaged-ms',
       default: 600_000,
       env: 'POSTAGED_RESTART_DEDUPE_WINDOW',
+    },
+    coalesceSkew: {
+      doc: "A restart sent (by the sender's clock) more than this many ms before the current generation started is already satisfied and ignored, so a storm of restarts ends in few re-execs. It allows for clocks that differ between hosts.",
+      format: 'postaged-ms',
+      default: 1000,
+      env: 'POSTAGED_RESTART_COALESCE_SKEW',
     },
   },
   log: {
@@ -140,7 +179,7 @@ export const schema = {
       env: 'POSTAGE_HOST',
     },
     port: {
-      doc: 'Broker port.',
+      doc: 'Broker port (for the hosts that give none). With broker.tls.enabled, the default 5672 means 5671, the AMQPS port.',
       format: 'postaged-port',
       default: 5672,
       env: 'POSTAGE_PORT',
@@ -172,16 +211,140 @@ export const schema = {
       env: 'POSTAGED_HEARTBEAT',
     },
     connectAttempts: {
-      doc: 'Attempts over the URL list before giving up at start (exit 69), with backoff up to 5 s.',
+      doc: 'Rounds over the node list before giving up at start (exit 69), with backoff between rounds. After the first connection, reconnection goes on for ever.',
       format: 'postaged-positive-int',
       default: 10,
       env: 'POSTAGED_CONNECT_ATTEMPTS',
     },
+    connectTimeout: {
+      doc: 'Milliseconds one node may take to accept the TCP connection and the AMQP handshake (a black-holed host otherwise stalls for the OS SYN timeout).',
+      format: 'postaged-positive-ms',
+      default: 5000,
+      env: 'POSTAGED_CONNECT_TIMEOUT',
+    },
+    tls: {
+      enabled: {
+        doc: 'Connect with TLS (amqps, port 5671 by default) to the nodes of broker.hosts; an amqps:// URL uses TLS whatever this says. Never falls back to plaintext.',
+        format: 'postaged-bool',
+        default: false,
+        env: 'POSTAGE_TLS',
+      },
+      ca: {
+        doc: "CA certificate file(s) (PEM) the broker's certificate must chain to. Empty: Node's bundled CAs (plus NODE_EXTRA_CA_CERTS).",
+        format: 'postaged-path-list',
+        default: [] as string[],
+        env: 'POSTAGE_TLS_CA',
+      },
+      cert: {
+        doc: 'Client certificate file (PEM), for a broker that asks for one, or for tls.external.',
+        format: 'postaged-string',
+        default: '',
+        env: 'POSTAGE_TLS_CERT',
+      },
+      key: {
+        doc: "The client certificate's private key file (PEM). Keep it readable by the daemon only.",
+        format: 'postaged-string',
+        default: '',
+        env: 'POSTAGE_TLS_KEY',
+      },
+      servername: {
+        doc: "The name the broker's certificate must carry. Empty: the host connected to.",
+        format: 'postaged-string',
+        default: '',
+        env: 'POSTAGE_TLS_SERVERNAME',
+      },
+      external: {
+        doc: 'Authenticate with the client certificate (SASL EXTERNAL, the rabbitmq_auth_mechanism_ssl plugin) instead of broker.user and broker.password.',
+        format: 'postaged-bool',
+        default: false,
+        env: 'POSTAGE_TLS_EXTERNAL',
+      },
+    },
+    reconnectDelay: {
+      initial: {
+        doc: 'Milliseconds before the second round over the node list; doubled each round (±20 % jitter) up to reconnectDelay.max.',
+        format: 'postaged-positive-ms',
+        default: 100,
+        env: 'POSTAGED_RECONNECT_DELAY',
+      },
+      max: {
+        doc: 'Longest pause between two rounds over the node list, in ms.',
+        format: 'postaged-positive-ms',
+        default: 5000,
+        env: 'POSTAGED_RECONNECT_MAX_DELAY',
+      },
+    },
+  },
+  security: {
+    signingKeyFile: {
+      doc: 'File of shared secrets for signed control commands, one per line (the first signs, every one verifies: add the new secret second, then first, then remove the old one). When set (or POSTAGE_SIGNING_KEY is), quit, restart, join_group and leave_group must be signed, recent and not replayed, or they are refused and counted (status `refused`); the CLI and the producers of plugins sign with it. Keep it readable by the daemon only. Empty: off.',
+      format: 'postaged-string',
+      default: '',
+      env: 'POSTAGE_SIGNING_KEY_FILE',
+    },
+    signatureMaxAge: {
+      doc: 'Milliseconds a signed control command stays valid (either way, for clocks that differ between hosts); older ones are refused as stale.',
+      format: 'postaged-positive-ms',
+      default: 60_000,
+      env: 'POSTAGED_SIGNATURE_MAX_AGE',
+    },
+    strictReplies: {
+      doc: "Answer an RPC only when its reply_to is a caller's reply queue (amq.rabbitmq.reply-to… or a server-named amq.gen-… queue, what postage and Python Postage callers use); otherwise any caller could make a responder publish into any queue. Refusals are counted (status `refused`).",
+      format: 'postaged-bool',
+      default: false,
+      env: 'POSTAGED_STRICT_REPLIES',
+    },
+  },
+  faults: {
+    quarantineAfter: {
+      doc: 'A plugin that crashes the process (uncaught exception, process.exit()) this many times within faults.quarantineWindow is quarantined: not loaded until faults.quarantineTime has passed. Each crash restarts the daemon in place.',
+      format: 'postaged-positive-int',
+      default: 3,
+      env: 'POSTAGED_QUARANTINE_AFTER',
+    },
+    quarantineWindow: {
+      doc: 'Milliseconds over which the crashes of a plugin are counted.',
+      format: 'postaged-positive-ms',
+      default: 600_000,
+      env: 'POSTAGED_QUARANTINE_WINDOW',
+    },
+    quarantineTime: {
+      doc: "Milliseconds of a plugin's first quarantine; each next one lasts twice as long, up to faults.quarantineMaxTime. Changing the plugin's file lifts it.",
+      format: 'postaged-positive-ms',
+      default: 60_000,
+      env: 'POSTAGED_QUARANTINE_TIME',
+    },
+    quarantineMaxTime: {
+      doc: 'Longest quarantine, in ms.',
+      format: 'postaged-positive-ms',
+      default: 3_600_000,
+      env: 'POSTAGED_QUARANTINE_MAX_TIME',
+    },
+  },
+  watchdog: {
+    loopLagWarn: {
+      doc: 'An event-loop block longer than this many ms is logged, naming the application whose handler held it when known; the largest recent one is in `status`. 0: never logged.',
+      format: 'postaged-ms',
+      default: 1000,
+      env: 'POSTAGED_LOOP_LAG_WARN',
+    },
+    maxRss: {
+      doc: 'Resident memory, in MiB, above which the daemon restarts in place (gracefully: drain, close, re-exec), before the OOM killer stops it the hard way. 0: no cap.',
+      format: 'postaged-mib',
+      default: 0,
+      env: 'POSTAGED_MAX_RSS',
+    },
+    interval: {
+      doc: 'Milliseconds between two checks of the event loop and the memory.',
+      format: 'postaged-positive-ms',
+      default: 500,
+      env: 'POSTAGED_WATCHDOG_INTERVAL',
+    },
   },
   defaults: {
     prefetch: {
-      doc: 'Broker prefetch per application (apps.<name>.prefetch overrides it).',
-      format: 'postaged-positive-int',
+      doc: 'Broker prefetch per application, 1 to 65535 (apps.<name>.prefetch overrides it).',
+      format: 'postaged-prefetch',
       default: 50,
       env: 'POSTAGED_PREFETCH',
     },
@@ -190,6 +353,18 @@ export const schema = {
       format: 'postaged-positive-int',
       default: 1,
       env: 'POSTAGED_CONCURRENCY',
+    },
+    handlerTimeout: {
+      doc: "Milliseconds a handler may run; past it the message is dead-lettered (reason `timeout`), an RPC is answered with a TimeoutError, and the application goes on. 0: no limit. Keep it well below the broker's consumer timeout (30 min), which would close the whole channel.",
+      format: 'postaged-ms',
+      default: 300_000,
+      env: 'POSTAGED_HANDLER_TIMEOUT',
+    },
+    maxAttempts: {
+      doc: 'Tries a message whose handler throws gets in all (with backoff from 100 ms to 5 s, the attempt recorded in `x-postage-attempt`), before it is dead-lettered with the error. 1: no retry.',
+      format: 'postaged-positive-int',
+      default: 5,
+      env: 'POSTAGED_MAX_ATTEMPTS',
     },
   },
   topology: {
@@ -219,7 +394,7 @@ export const schema = {
     },
   },
   apps: {
-    doc: 'Per-application options by application name: `{ "<name>": { "enabled", "groups", "settings", "prefetch", "concurrency" } }`.',
+    doc: 'Per-application options by application name: `{ "<name>": { "enabled", "groups", "settings", "prefetch", "concurrency", "handlerTimeout", "maxAttempts", "topology" } }`; `topology` takes the keys of `topology` (e.g. `{ "mode": "postage" }`) for that application only.',
     format: Object,
     default: {} as Record<string, AppConfig>,
   },
@@ -345,6 +520,23 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   validate(conf, entries, sources);
   const config = conf.getProperties();
   validateApps(config.apps);
+  const tls = config.broker.tls;
+  for (const [key, file] of [...tls.ca.map((f) => ['broker.tls.ca', f] as const), ['broker.tls.cert', tls.cert] as const, ['broker.tls.key', tls.key] as const]) {
+    if (!file) continue;
+    try {
+      fs.accessSync(file, fs.constants.R_OK);
+    } catch (err) {
+      throw new ConfigError(key, `${key}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  }
+  if (tls.external && (!tls.cert || !tls.key)) throw new ConfigError('broker.tls.external', 'broker.tls.external: needs broker.tls.cert and broker.tls.key (the certificate is the credential)');
+  if (config.security.signingKeyFile) {
+    try {
+      readSigningKeys(config.security.signingKeyFile);
+    } catch (err) {
+      throw new ConfigError('security.signingKeyFile', `security.signingKeyFile: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (file ${config.security.signingKeyFile})`);
+    }
+  }
   if (config.shutdownTimeout <= config.drainTimeout) {
     throw new ConfigError('shutdownTimeout', `shutdownTimeout: must be greater than drainTimeout (${config.drainTimeout}), so that drains can finish before the watchdog fires (value ${config.shutdownTimeout})`);
   }

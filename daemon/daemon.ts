@@ -7,13 +7,17 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { Connection, DAEMON_DISCOVERY_KEY, setRestartHook, type ConnectionOptions, type DaemonStatus, type LifecycleEvent, type Logger } from 'postage';
+import { Connection, DAEMON_DISCOVERY_KEY, type ConnectionOptions, type ControlEvent, type DaemonStatus, type GenericApplication, type Logger } from 'postage';
+import { reachesWholeProcess, readSigningKeys } from 'postage/internal';
 import type { DaemonConfig } from './config.js';
 import { DaemonApplication } from './daemon-application.js';
+import { Faults } from './faults.js';
 import { Host, type RootLogger } from './host.js';
+import { checkPlugin } from './plugin-check.js';
 import { isPluginFile } from './plugin-loader.js';
 import { PluginWatcher } from './plugin-watcher.js';
 import type { RestartState } from './restart-state.js';
+import { Watchdog } from './watchdog.js';
 
 /** How the process should end this generation. */
 export type Outcome = { kind: 'exit'; code: number } | { kind: 'exec'; state: string };
@@ -39,12 +43,28 @@ const pidusageOf = createRequire(import.meta.url)('pidusage') as (pid: number, o
 /** CPU percent is measured between two calls; the history is kept an hour (pidusage's default is a minute). */
 const pidusage = (pid: number): Promise<PidUsage> => pidusageOf(pid, { maxage: 3600_000 });
 
-/** The broker options of the configuration, as the library takes them. */
+/**
+ * The broker options of the configuration, as the library takes them. Every field is given,
+ * so the library reads nothing from the environment (the configuration already did).
+ */
 export function connectionOptions(config: Readonly<DaemonConfig>, host: string, logger: Logger): ConnectionOptions {
   const b = config.broker;
-  const common = { heartbeat: b.heartbeat, connectAttempts: b.connectAttempts, clientName: `postaged ${config.name} ${process.pid}@${host}`, logger };
-  if (b.url.length > 0) return { ...common, url: [...b.url] };
-  return { ...common, hosts: [...b.hosts], port: b.port, vhost: b.vhost, user: b.user, password: b.password };
+  const common = {
+    heartbeat: b.heartbeat,
+    connectAttempts: b.connectAttempts,
+    connectTimeout: b.connectTimeout,
+    reconnectDelay: { ...b.reconnectDelay },
+    clientName: `postaged ${config.name} ${process.pid}@${host}`,
+    identity: { host },
+    logger,
+  };
+  const t = b.tls;
+  const tlsFiles = { ...(t.ca.length > 0 ? { ca: [...t.ca] } : {}), ...(t.cert ? { cert: t.cert } : {}), ...(t.key ? { key: t.key } : {}), ...(t.servername ? { servername: t.servername } : {}), ...(t.external ? { external: true } : {}) };
+  // TLS settings apply to amqps:// URLs whatever `enabled` says; `enabled` turns the hosts form to amqps.
+  const tls = { enabled: t.enabled, ...tlsFiles };
+  const keyFile = config.security.signingKeyFile;
+  const signing = keyFile ? { signing: { secrets: readSigningKeys(keyFile), maxAgeMs: config.security.signatureMaxAge } } : {};
+  return { ...common, ...signing, tls, url: [...b.url], hosts: [...b.hosts], port: t.enabled && b.port === 5672 ? 5671 : b.port, vhost: b.vhost, user: b.user, password: b.password };
 }
 
 export class Daemon {
@@ -58,24 +78,52 @@ export class Daemon {
   phase: Phase = 'starting';
   private stopAfterRestart = false;
   private finished = false;
+  /** Every running application's groups when the generation closed, for the next one. */
+  private groupsAtClose: Record<string, string[]> = {};
+  private readonly faults: Faults;
+  private readonly watchdog: Watchdog;
+  /** Folder events that came while the generation was starting: handled once it runs. */
+  private pendingEvents: Array<() => Promise<void>> = [];
+  private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly options: DaemonOptions) {
     const { config, logger } = options;
-    this.host = config.host || process.env['POSTAGE_HOSTNAME'] || os.hostname();
+    this.host = config.host || os.hostname();
     this.pluginDir = path.resolve(config.pluginDir);
     this.log = logger.child({ app: config.name });
     this.connection = new Connection(connectionOptions(config, this.host, logger.child({ app: config.name, component: 'broker' })));
     // Plugins that create producers without a connection get the daemon's (configured) broker.
     Connection.setDefault(this.connection);
+    // A signed command replayed after a re-exec is still a replay.
+    this.connection.signing?.nonces.import(options.state.carriedNonces);
+    this.faults = new Faults(this.pluginDir, options.state, config.faults);
+    this.watchdog = new Watchdog({
+      ...config.watchdog,
+      logger: this.log,
+      applications: () => this.hostApps?.applications() ?? [],
+      onMemoryCap: (rss) => void this.restart(`memory above the cap (${Math.round(rss)} MiB > ${config.watchdog.maxRss} MiB)`),
+    });
   }
 
   /** Starts everything; throws if the broker is unreachable or the daemon's own application cannot start. */
   async start(): Promise<void> {
     const t0 = performance.now();
     const { config, state } = this.options;
-    setRestartHook((event) => this.onRestartCommand(event));
+    this.watchdog.start();
+    // The watcher starts before anything is read, so that a file added or changed while the
+    // generation starts is not missed; its events wait until the generation runs.
+    if (config.watch) {
+      this.watcher = new PluginWatcher(this.pluginDir, {
+        debounce: config.watchDebounce,
+        onAdd: (file) => this.folderEvent(() => this.onAdd(file)),
+        onChange: (changed) => this.folderEvent(() => this.onChange(changed)),
+        onRemove: (file) => this.folderEvent(() => this.onRemove(file)),
+        onError: (err) => this.log.warn('plugin folder watcher error', { reason: err.message }),
+      });
+      await this.watcher.start();
+    }
     await this.connection.ready();
-    const host = new Host({ connection: this.connection, logger: this.options.logger, config, host: this.host });
+    const host = new Host({ connection: this.connection, logger: this.options.logger, config, state, host: this.host, onControl: (app, isDaemon, event) => this.onControl(app, isDaemon, event) });
     this.hostApps = host;
     const own = new DaemonApplication({
       name: config.name,
@@ -83,13 +131,10 @@ export class Daemon {
       connection: this.connection,
       logger: this.options.logger.child({ app: config.name }),
       drainTimeout: config.drainTimeout,
+      strictReplies: config.security.strictReplies,
       topology: { ...config.topology },
       extraKeys: [DAEMON_DISCOVERY_KEY],
       status: () => this.status(),
-    });
-    // `quit` to the daemon (or to P@H): the library stops the daemon's application; stop the rest.
-    own.events.on('stopped', (event: { reason: string }) => {
-      if (event.reason === 'quit') void this.stop('quit command', 'quit');
     });
     if ((await host.run(own, null)) === 'failed') throw new Error(`the daemon's own application ${config.name} could not start (see the log)`);
     const files = fs
@@ -98,18 +143,11 @@ export class Daemon {
       .sort()
       .map((f) => path.join(this.pluginDir, f));
     await host.addPlugins(files);
-    if (config.watch && this.phase === 'starting') {
-      this.watcher = new PluginWatcher(this.pluginDir, {
-        debounce: config.watchDebounce,
-        onAdd: (file) => void this.onAdd(file),
-        onChange: (changed) => void this.onChange(changed),
-        onRemove: (file) => void this.onRemove(file),
-        onError: (err) => this.log.warn('plugin folder watcher error', { reason: err.message }),
-      });
-      await this.watcher.start();
-    }
     if (this.phase !== 'starting') return;
     this.phase = 'running';
+    for (const { file, until } of host.quarantined()) this.later(until - Date.now(), () => this.endQuarantine(file));
+    const pending = this.pendingEvents.splice(0);
+    for (const event of pending) await event();
     // The first measure sets pidusage's baseline: the first `status` then shows CPU since start.
     void pidusage(process.pid).catch(() => undefined);
     const apps = host.status();
@@ -125,15 +163,101 @@ export class Daemon {
     });
   }
 
-  private onRestartCommand(event: LifecycleEvent): void {
-    const id = event.messageId ?? 'unknown';
-    const app = event.processor.fingerprint.name;
-    if (!this.options.state.claim(id)) {
-      this.log.info('restart command already acted on: ignored', { to: app, messageId: id });
+  /**
+   * A `quit` or `restart` an application handled. Acted on exactly once, from what the
+   * delivery says, without hashing bodies (Python sends identical restart bodies, and each
+   * must be obeyed):
+   * - only `P@H` and `@H` reach several applications of this process, and the daemon's own
+   *   application gets a copy of both: a plugin leaves those to it;
+   * - a command with a `message_id` already acted on (a copy delivered again, in this
+   *   generation or the next) is ignored;
+   * - a restart sent before this generation started is already satisfied (coalesced).
+   * `quit` to the daemon's own application stops everything; to a plugin, only that plugin
+   * (the library already stopped it).
+   */
+  private onControl(app: GenericApplication, isDaemon: boolean, event: ControlEvent): void {
+    const { state, config } = this.options;
+    const to = app.name;
+    const meta = { to, key: event.routingKey, ...(event.messageId ? { messageId: event.messageId } : {}) };
+    if (event.kind === 'quit') {
+      if (isDaemon) {
+        event.hold();
+        void this.stop('quit command', 'quit');
+      }
       return;
     }
-    // Not awaited: the hook runs inside that application's step, and the restart closes it.
-    void this.restart(`restart command to ${app}`, id);
+    if (!isDaemon && reachesWholeProcess(event.routingKey)) {
+      this.log.debug('restart on a key every application of this process gets: left to the daemon', meta);
+      return;
+    }
+    if (event.messageId !== undefined && !state.claim(event.messageId)) {
+      this.log.info('restart command already acted on: ignored', meta);
+      return;
+    }
+    if (event.sentAt !== undefined && event.sentAt < state.generationStartedAt - config.restart.coalesceSkew) {
+      this.log.info('restart command sent before this generation started: already satisfied', { ...meta, sentAt: new Date(event.sentAt).toISOString(), generation: state.generation });
+      return;
+    }
+    // The commands behind this one stay queued for the next generation (a second restart from
+    // Python must restart it again). Not awaited: the event comes from inside that
+    // application's step, and the restart closes it.
+    event.hold();
+    void this.restart(`restart command to ${to}`, event.messageId);
+  }
+
+  /** A folder event: now when the generation runs, after the start when it is starting. */
+  private folderEvent(handle: () => Promise<void>): void {
+    if (this.phase === 'starting') this.pendingEvents.push(handle);
+    else void handle();
+  }
+
+  /** Runs `fn` after `ms` unless the generation ends first. */
+  private later(ms: number, fn: () => unknown): void {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      void fn();
+    }, Math.max(0, ms));
+    timer.unref();
+    this.timers.add(timer);
+  }
+
+  private async endQuarantine(file: string): Promise<void> {
+    if (this.phase !== 'running' || !this.hostApps) return;
+    this.log.info('quarantine over: loading the plugin again', { file });
+    await this.hostApps.addPlugins([file]);
+  }
+
+  /**
+   * A fault of plugin code that reached the process (faults.ts). An unhandled rejection is
+   * only logged; an uncaught exception or a `process.exit()` restarts the daemon in place, and
+   * quarantines a plugin that keeps doing it.
+   */
+  fault(kind: 'uncaught exception' | 'unhandled rejection' | 'process.exit()', error: unknown, fatal: boolean): void {
+    const stack = error instanceof Error ? error.stack : undefined;
+    const file = this.faults.attribute(stack);
+    const app = file ? (this.hostApps?.nameOf(file) ?? path.basename(file)) : undefined;
+    const who = app ? `plugin ${app}` : 'code of no plugin';
+    const meta = { kind, plugin: app ?? null, file: file ?? null, reason: stack ?? String(error) };
+    if (!fatal) {
+      this.log.error(`${kind} in ${who}: logged, nothing stopped`, meta);
+      return;
+    }
+    if (this.phase === 'restarting' || this.phase === 'stopping') {
+      this.log.error(`${kind} in ${who} while ${this.phase}: the process is being replaced anyway`, meta);
+      return;
+    }
+    const decision = this.faults.decide(file, error instanceof Error ? error.message : String(error));
+    if (decision.action === 'exit') {
+      this.log.error(`${kind} in ${who}, ${decision.crashes} times within the window: exiting 1 for the supervisor to take over`, meta);
+      void this.stop(`${kind} in ${who}`, 'shutdown', 1);
+      return;
+    }
+    if (decision.action === 'quarantine') {
+      this.log.error(`${kind} in ${who}, ${decision.crashes} times within the window: quarantined until ${new Date(decision.until).toISOString()}; restarting in place without it`, meta);
+    } else {
+      this.log.error(`${kind} in ${who}: restarting in place (the other applications drain and come back)`, { ...meta, crashes: decision.crashes });
+    }
+    void this.restart(`${kind} in ${who}`);
   }
 
   private async onAdd(file: string): Promise<void> {
@@ -141,7 +265,7 @@ export class Daemon {
     if (this.hostApps.isLive(file)) return this.onChange([file]);
     const t0 = performance.now();
     this.log.info('new plugin file: loading it live', { file });
-    await this.hostApps.addPlugins([file]);
+    await this.hostApps.addPlugins([file], { revive: true });
     this.log.info('plugin file handled', { file, ms: Math.round(performance.now() - t0) });
   }
 
@@ -150,13 +274,22 @@ export class Daemon {
     const host = this.hostApps;
     const running = files.filter((f) => host.isLive(f));
     if (running.length > 0) {
-      // ES modules cannot be unloaded: new code for a running plugin means a new process image.
-      await this.restart(`plugin changed: ${running.map((f) => path.basename(f)).join(', ')}`);
+      // ES modules cannot be unloaded: new code for a running plugin means a new process image,
+      // but only if the new code loads: a broken file must not replace a working generation.
+      const checks = await Promise.all(running.map(async (f) => ({ file: f, check: await checkPlugin(f, this.options.config.startTimeout, this.options.config.strictModes) })));
+      const broken = checks.filter((c) => !c.check.ok);
+      for (const { file, check } of broken) {
+        host.setPending(file, `its file changed, but the new version does not load (${check.ok ? '' : check.reason}); this one keeps running`);
+        this.log.error('changed plugin does not load: not restarting for it, the running version stays', { file, reason: check.ok ? undefined : check.reason });
+      }
+      const good = checks.filter((c) => c.check.ok).map((c) => c.file);
+      for (const f of good) host.setPending(f, undefined);
+      if (this.phase === 'running' && good.length > 0) await this.restart(`plugin changed: ${good.map((f) => path.basename(f)).join(', ')}`);
       return;
     }
     // Not running (failed, quit or disabled): try it again, live.
     this.log.info('plugin file changed: loading it again', { files });
-    await host.addPlugins(files);
+    await host.addPlugins(files, { revive: true });
   }
 
   private async onRemove(file: string): Promise<void> {
@@ -179,7 +312,7 @@ export class Daemon {
       return;
     }
     this.log.info('re-exec', { nextGeneration: this.options.state.generation + 1, reason, closeMs: Math.round(performance.now() - t0) });
-    this.end({ kind: 'exec', state: this.options.state.next(reason) });
+    this.end({ kind: 'exec', state: this.options.state.next(reason, this.groupsAtClose, this.connection.signing?.nonces.export() ?? []) });
   }
 
   /**
@@ -187,7 +320,7 @@ export class Daemon {
    * `shutdown` (signals) leaves them to expire, so a restart by the service manager loses
    * nothing addressed to this host's instances.
    */
-  async stop(reason: string, closeReason: 'quit' | 'shutdown'): Promise<void> {
+  async stop(reason: string, closeReason: 'quit' | 'shutdown', code = 0): Promise<void> {
     if (this.phase === 'stopping') return;
     if (this.phase === 'restarting') {
       this.stopAfterRestart = true;
@@ -199,15 +332,18 @@ export class Daemon {
     this.armWatchdog('stop');
     await this.closeAll(closeReason);
     this.log.info('stopped', { reason });
-    this.end({ kind: 'exit', code: 0 });
+    this.end({ kind: 'exit', code });
   }
 
   private async closeAll(reason: string): Promise<void> {
+    this.watchdog.stop();
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
     const watcher = this.watcher;
     this.watcher = undefined;
     await watcher?.close().catch(() => undefined);
+    this.groupsAtClose = this.hostApps?.groups() ?? {};
     await this.hostApps?.close(reason);
-    setRestartHook(undefined);
     // Closing the connection flushes the acks sent on its channels.
     await this.connection.close(reason);
     await Connection.closeAll(reason);
@@ -257,6 +393,8 @@ export class Daemon {
       cpu: usage.cpu,
       memory: usage.memory,
       pluginDir: this.pluginDir,
+      broker: { url: this.connection.displayUrl, state: this.connection.state, blocked: this.connection.blocked, connections: this.connection.generation },
+      eventLoop: this.watchdog.status(),
       applications: this.hostApps?.status() ?? [],
     };
   }

@@ -1,15 +1,18 @@
 /**
  * The host: runs applications (plugins and the daemon's own) on one MicroScheduler, over
- * one broker connection, one channel each, and tracks each one's state for `status`.
- * A plugin that fails (import, default export, constructor, create(), start timeout) is
- * recorded as `failed` with its reason; the others are never touched by it.
+ * one broker connection, one channel each, and reports each one's state for `status`. The
+ * state is the application's own (MessageProcessor.state); the host adds only what the
+ * application cannot know: a plugin that failed to load, is disabled, or was stopped by
+ * `quit` in an earlier generation. Control commands reach the daemon as the applications'
+ * `control` events.
  */
-import type { Connection, ApplicationOptions, GenericApplication, Logger } from 'postage';
-import { MicroScheduler, type ApplicationStatus } from 'postage';
+import type { ApplicationOptions, ApplicationStatus, Connection, ControlEvent, GenericApplication, Logger } from 'postage';
+import { MicroScheduler, PostageError } from 'postage';
 import type { AppConfig, DaemonConfig } from './config.js';
 import { baseName, loadPlugin, type LoadedPlugin } from './plugin-loader.js';
+import type { RestartState } from './restart-state.js';
 
-export type AppState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
+export type AppState = 'starting' | 'running' | 'recovering' | 'stopping' | 'stopped' | 'failed' | 'quarantined';
 
 /** One application as `status` reports it (the wire type shared with the CLI). */
 export type AppStatus = ApplicationStatus & { state: AppState };
@@ -17,9 +20,15 @@ export type AppStatus = ApplicationStatus & { state: AppState };
 interface AppRecord {
   name: string;
   file: string | null;
-  state: AppState;
-  error?: string;
   app?: GenericApplication;
+  /** Why it could not run (load, constructor, start): the application is `failed`. */
+  error?: string;
+  /** Why it does not run although nothing failed (disabled, quit in an earlier generation). */
+  idle?: string;
+  /** It kept crashing the daemon: not loaded until then (ms since the epoch). */
+  quarantinedUntil?: number;
+  /** A note about its file while it runs (a change that does not load). */
+  pending?: string;
 }
 
 /** A logger that can make children (winston's). */
@@ -31,15 +40,39 @@ export interface HostOptions {
   connection: Connection;
   logger: RootLogger;
   config: Readonly<DaemonConfig>;
+  state: RestartState;
   /** Host name used in addresses. */
   host: string;
+  /** A `quit` or `restart` an application handled (after its ack). */
+  onControl(app: GenericApplication, isDaemon: boolean, event: ControlEvent): void;
 }
-
-const LIVE: ReadonlySet<AppState> = new Set(['starting', 'running', 'stopping']);
 
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/**
+ * What to do about a queue refused for its flags (POSTAGE_ERR_TOPOLOGY): the setting that
+ * makes this application declare the other flags, or the command that moves the queue.
+ */
+function topologyHint(err: unknown, setting: string, app: GenericApplication): string {
+  if (!(err instanceof PostageError) || err.code !== 'POSTAGE_ERR_TOPOLOGY') return '';
+  const queue = String(err.details['queue']);
+  const mode = app.topology.mode ?? 'durable';
+  const other = mode === 'durable' ? 'postage' : 'durable';
+  return `. To declare it as the queue is, set ${setting} to "${other}"; to change the queue instead, stop what uses it and run: postage topology migrate '${queue}' --mode ${mode} (docs/python-interop.md)`;
+}
+
+/** The state `status` shows for a record. */
+function stateOf(r: AppRecord): AppState {
+  if (r.quarantinedUntil !== undefined) return 'quarantined';
+  if (r.error !== undefined) return 'failed';
+  if (!r.app) return 'stopped';
+  const s = r.app.state;
+  return s === 'created' ? 'starting' : s;
+}
+
+const LIVE: ReadonlySet<AppState> = new Set(['starting', 'running', 'recovering', 'stopping']);
 
 export class Host {
   readonly scheduler: MicroScheduler;
@@ -56,7 +89,8 @@ export class Host {
 
   /** Options every application gets, with the per-application ones from `apps.<name>`. */
   private appOptions(name: string, appConfig: AppConfig): ApplicationOptions {
-    const { config } = this.options;
+    const { config, state } = this.options;
+    const groups = state.groupsOf(name) ?? appConfig.groups;
     return {
       name,
       host: this.options.host,
@@ -64,144 +98,173 @@ export class Host {
       logger: this.options.logger.child({ app: name }),
       prefetch: appConfig.prefetch ?? config.defaults.prefetch,
       concurrency: appConfig.concurrency ?? config.defaults.concurrency,
+      handlerTimeout: appConfig.handlerTimeout ?? config.defaults.handlerTimeout,
+      maxAttempts: appConfig.maxAttempts ?? config.defaults.maxAttempts,
+      strictReplies: config.security.strictReplies,
       drainTimeout: config.drainTimeout,
-      topology: { ...config.topology },
+      topology: { ...config.topology, ...(appConfig.topology ?? {}) },
       settings: { ...(appConfig.settings ?? {}) },
-      ...(appConfig.groups ? { groups: [...appConfig.groups] } : {}),
+      ...(groups ? { groups: [...groups] } : {}),
     };
   }
 
   /** Starts an application already constructed (the daemon's own); resolves once running or failed. */
   async run(app: GenericApplication, file: string | null): Promise<AppState> {
-    const record: AppRecord = { name: app.name, file, state: 'starting', app };
+    const record: AppRecord = { name: app.name, file, app };
     this.records.push(record);
-    await this.schedule(record, app);
-    return record.state;
+    await this.start(record, app, file === null);
+    return stateOf(record);
   }
 
   /**
    * Loads plugin files (in parallel), claims their names in the order given (the first file
    * with a name keeps it), then starts them all. Resolves when each is running or failed.
    */
-  async addPlugins(files: readonly string[]): Promise<void> {
+  async addPlugins(files: readonly string[], options: { revive?: boolean } = {}): Promise<void> {
     if (this.closing) return;
-    const loaded = await Promise.all(files.map((f) => loadPlugin(f, { timeout: this.options.config.startTimeout })));
+    const loaded = await Promise.all(files.map((f) => loadPlugin(f, { timeout: this.options.config.startTimeout, strictModes: this.options.config.strictModes })));
     const starts: Array<Promise<void>> = [];
     for (const plugin of loaded) {
-      const started = this.admit(plugin);
+      const started = this.admit(plugin, options.revive === true);
       if (started) starts.push(started);
     }
     await Promise.all(starts);
   }
 
   /** Records a loaded plugin and starts it, or records why it cannot run. */
-  private admit(plugin: LoadedPlugin): Promise<void> | undefined {
+  private admit(plugin: LoadedPlugin, revive: boolean): Promise<void> | undefined {
     if (this.closing) return undefined;
     const previous = this.records.findIndex((r) => r.file === plugin.file);
     if (previous >= 0) {
-      if (LIVE.has(this.records[previous]!.state)) {
+      if (LIVE.has(stateOf(this.records[previous]!))) {
         this.log.warn('plugin already running: not loaded twice', { file: plugin.file, plugin: plugin.name });
         return undefined;
       }
       this.records.splice(previous, 1);
     }
+    const log = this.options.logger.child({ app: plugin.name });
     const fail = (error: string): undefined => {
-      this.records.push({ name: plugin.name, file: plugin.file, state: 'failed', error });
-      this.options.logger.child({ app: plugin.name }).error('plugin failed to load', { file: plugin.file, reason: error });
+      this.records.push({ name: plugin.name, file: plugin.file, error });
+      log.error('plugin failed to load', { file: plugin.file, reason: error });
       return undefined;
     };
     if (!plugin.ok) return fail(plugin.reason);
-    const holder = this.records.find((r) => r.name === plugin.name && LIVE.has(r.state));
+    const holder = this.records.find((r) => r.name === plugin.name && LIVE.has(stateOf(r)));
     if (holder) {
       return fail(`duplicate application name "${plugin.name}": already used by ${holder.file ?? 'the daemon itself'}; this plugin was not started (the first one is kept)`);
     }
     const appConfig = this.options.config.apps[plugin.name] ?? this.options.config.apps[baseName(plugin.file)] ?? {};
     if (appConfig.enabled === false) {
-      this.records.push({ name: plugin.name, file: plugin.file, state: 'stopped' });
-      this.options.logger.child({ app: plugin.name }).info('plugin disabled by configuration: not started', { file: plugin.file });
+      this.records.push({ name: plugin.name, file: plugin.file, idle: 'disabled by configuration' });
+      log.info('plugin disabled by configuration: not started', { file: plugin.file });
       return undefined;
     }
-    if (plugin.warning) this.options.logger.child({ app: plugin.name }).warn(plugin.warning, { file: plugin.file });
+    // `quit` stops an application until its file changes: a restart does not bring it back;
+    // a quarantine lasts its time, unless the file changes (a new version gets a fresh start).
+    if (revive) {
+      this.options.state.setQuit(plugin.name, false);
+      this.options.state.liftQuarantine(plugin.file);
+    }
+    const quarantine = this.options.state.quarantineOf(plugin.file);
+    if (quarantine) {
+      const idle = `quarantined until ${new Date(quarantine.until).toISOString()}: ${quarantine.reason}`;
+      this.records.push({ name: plugin.name, file: plugin.file, idle, quarantinedUntil: quarantine.until });
+      log.warn('plugin in quarantine: not started', { file: plugin.file, until: new Date(quarantine.until).toISOString(), reason: quarantine.reason });
+      return undefined;
+    }
+    if (this.options.state.isQuit(plugin.name)) {
+      this.records.push({ name: plugin.name, file: plugin.file, idle: 'stopped by quit (change its file to start it again)' });
+      log.info('application stopped by quit in an earlier generation: not started', { file: plugin.file });
+      return undefined;
+    }
+    if (plugin.warning) log.warn(plugin.warning, { file: plugin.file });
     let app: GenericApplication;
     try {
       app = new plugin.appClass(this.appOptions(plugin.name, appConfig));
     } catch (err) {
       return fail(`constructor threw: ${message(err)}`);
     }
-    const record: AppRecord = { name: plugin.name, file: plugin.file, state: 'starting', app };
+    const record: AppRecord = { name: plugin.name, file: plugin.file, app };
     this.records.push(record);
-    return this.schedule(record, app);
+    return this.start(record, app, false);
   }
 
   /**
-   * Adds `app` to the scheduler with its create() bounded by `startTimeout`: a failing or
-   * hung create() marks the application failed (naming it) and closes what it opened.
+   * Schedules `app` and waits until it consumes, at most `startTimeout`: a failing or hung
+   * start marks the application failed (naming it) and closes what it opened.
    */
-  private schedule(record: AppRecord, app: GenericApplication): Promise<void> {
+  private async start(record: AppRecord, app: GenericApplication, isDaemon: boolean): Promise<void> {
     const timeout = this.options.config.startTimeout;
     const log = this.options.logger.child({ app: record.name });
-    return new Promise<void>((started) => {
-      const create = app.create.bind(app);
-      app.create = async (): Promise<void> => {
-        let timer: NodeJS.Timeout | undefined;
-        const expired = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`create() did not finish within ${timeout} ms`)), timeout);
-        });
-        try {
-          await Promise.race([create(), expired]);
-          if (record.state === 'starting') {
-            record.state = 'running';
-            log.info('application started', { file: record.file, queues: app.queues, groups: app.groups });
-          }
-        } catch (err) {
-          record.state = 'failed';
-          record.error = `create() failed: ${message(err)}`;
-          log.error('application failed to start', { file: record.file, reason: record.error });
-          app.stop();
-          void app.close('failed').catch(() => undefined);
-        } finally {
-          clearTimeout(timer);
-          started();
-        }
-      };
-      app.events.on('stopped', (event: { reason: string }) => {
-        if (record.state !== 'failed') record.state = 'stopped';
-        log.info('application stopped', { reason: event.reason });
-      });
-      this.scheduler.add(app);
+    app.events.on('control', (event) => {
+      if (event.kind === 'quit' && !isDaemon) this.options.state.setQuit(record.name, true);
+      this.options.onControl(app, isDaemon, event);
     });
+    app.events.on('stopped', (event) => log.info('application stopped', { reason: event.reason }));
+    this.scheduler.add(app);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new PostageError('POSTAGE_ERR_TIMEOUT', `create() did not finish within ${timeout} ms`, { what: 'start', timeoutMs: timeout })), timeout);
+    });
+    try {
+      await Promise.race([app.ready(), expired]);
+      log.info('application started', { file: record.file, queues: app.queues, groups: app.groups });
+    } catch (err) {
+      record.error = `create() failed: ${message(err)}${topologyHint(err, isDaemon ? 'topology.mode' : `apps.${record.name}.topology.mode`, app)}`;
+      log.error('application failed to start', { file: record.file, reason: record.error });
+      app.stop();
+      void app.close('failed').catch(() => undefined);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Notes (or forgets) something about a running plugin's file, shown in `status`. */
+  setPending(file: string, note: string | undefined): void {
+    const record = this.records.find((r) => r.file === file && r.app && LIVE.has(stateOf(r)));
+    if (!record) return;
+    if (note === undefined) delete record.pending;
+    else record.pending = note;
+  }
+
+  /** The plugins in quarantine now, with the time each may be loaded again. */
+  quarantined(): Array<{ file: string; until: number }> {
+    return this.records.flatMap((r) => (r.quarantinedUntil !== undefined && r.file !== null ? [{ file: r.file, until: r.quarantinedUntil }] : []));
+  }
+
+  /** The application name of a plugin file, if the host knows it. */
+  nameOf(file: string): string | undefined {
+    return this.records.find((r) => r.file === file)?.name;
+  }
+
+  /** The applications running now. */
+  applications(): GenericApplication[] {
+    return this.records.flatMap((r) => (r.app && LIVE.has(stateOf(r)) ? [r.app] : []));
   }
 
   /** Whether a plugin file has a live application. */
   isLive(file: string): boolean {
-    return this.records.some((r) => r.file === file && LIVE.has(r.state));
-  }
-
-  /** Whether the host knows this file at all (live, stopped or failed). */
-  knows(file: string): boolean {
-    return this.records.some((r) => r.file === file);
+    return this.records.some((r) => r.file === file && LIVE.has(stateOf(r)));
   }
 
   /** Stops the application of a removed plugin file (its own queue goes, as on `quit`). */
   async removePlugin(file: string): Promise<void> {
-    const record = this.records.find((r) => r.file === file && LIVE.has(r.state));
     const i = this.records.findIndex((r) => r.file === file);
-    if (!record?.app) {
-      if (i >= 0) this.records.splice(i, 1);
-      return;
+    const record = this.records[i];
+    if (!record) return;
+    if (record.app && LIVE.has(stateOf(record))) {
+      this.options.logger.child({ app: record.name }).info('plugin file removed: stopping its application', { file });
+      await record.app.close('quit');
     }
-    this.options.logger.child({ app: record.name }).info('plugin file removed: stopping its application', { file });
-    await record.app.close('quit');
     this.records.splice(this.records.indexOf(record), 1);
   }
 
   /** Every application, as `status` shows it. */
   status(): AppStatus[] {
     return this.records.map((r) => {
-      let state = r.state;
-      if (state === 'running' && r.app?.state === 'stopping') state = 'stopping';
-      if (state !== 'failed' && r.app?.state === 'stopped') state = 'stopped';
+      const state = stateOf(r);
       const s = r.app?.stats;
+      const reason = r.error ?? r.idle ?? r.app?.problem ?? r.pending;
       return {
         name: r.name,
         file: r.file,
@@ -215,10 +278,22 @@ export class Host {
           rejected: s?.rejected ?? 0,
           deadLettered: s?.deadLettered ?? 0,
           unhandled: s?.unhandled ?? 0,
+          retried: s?.retried ?? 0,
+          timedOut: s?.timedOut ?? 0,
+          duplicates: s?.duplicates ?? 0,
         },
-        ...(state === 'failed' ? { error: r.error ?? 'failed' } : {}),
+        invalid: { ...(s?.invalid ?? {}) },
+        refused: { ...(s?.refused ?? {}) },
+        ...(state === 'failed' ? { error: reason ?? 'failed' } : reason !== undefined ? { reason } : {}),
       };
     });
+  }
+
+  /** Groups of every running application now, for the next generation. */
+  groups(): Record<string, string[]> {
+    const out: Record<string, string[]> = {};
+    for (const r of this.records) if (r.app && r.file !== null && LIVE.has(stateOf(r))) out[r.name] = [...r.app.groups];
+    return out;
   }
 
   /**
@@ -229,7 +304,7 @@ export class Host {
    */
   close(reason: string): Promise<void> {
     this.closing ??= (async () => {
-      const live = this.records.filter((r) => r.app && LIVE.has(r.state));
+      const live = this.records.filter((r) => r.app && LIVE.has(stateOf(r)));
       const own = live.filter((r) => r.file === null);
       const plugins = live.filter((r) => r.file !== null);
       await Promise.all(plugins.map((r) => r.app!.close(reason).catch((err: unknown) => this.log.warn('application did not close cleanly', { application: r.name, reason: message(err) }))));
@@ -242,7 +317,7 @@ export class Host {
   /** What is still open, for the shutdown watchdog. */
   openResources(): string[] {
     return this.records
-      .filter((r) => r.app && r.app.state !== 'stopped' && r.state !== 'failed')
+      .filter((r) => r.app && LIVE.has(stateOf(r)))
       .map((r) => `${r.name} (${r.app!.state}, ${r.app!.inFlightCount} handler(s) in flight)`);
   }
 }

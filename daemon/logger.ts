@@ -6,6 +6,7 @@
  */
 import os from 'node:os';
 import winston from 'winston';
+import { scrubber } from './secrets.js';
 
 // triple-beam's MESSAGE symbol: the formatted line a transport writes.
 const MESSAGE = Symbol.for('message');
@@ -22,16 +23,14 @@ export interface LoggerOptions {
   stream?: NodeJS.WritableStream;
 }
 
-const scrub = (secrets: readonly string[]) =>
-  winston.format((info) => {
+const scrub = (secrets: readonly string[]) => {
+  const clean = scrubber(secrets);
+  return winston.format((info) => {
     const line = (info as unknown as Record<symbol, unknown>)[MESSAGE];
-    if (typeof line === 'string' && secrets.length > 0) {
-      let out = line;
-      for (const s of secrets) out = out.split(s).join('***');
-      (info as unknown as Record<symbol, unknown>)[MESSAGE] = out;
-    }
+    if (typeof line === 'string' && secrets.length > 0) (info as unknown as Record<symbol, unknown>)[MESSAGE] = clean(line);
     return info;
   })();
+};
 
 const pretty = winston.format.printf((info) => {
   const { timestamp, level, message, app, pid: _pid, host: _host, ...rest } = info as Record<string, unknown>;
@@ -43,7 +42,7 @@ const pretty = winston.format.printf((info) => {
 export function createLogger(options: LoggerOptions): winston.Logger {
   const tty = options.isTTY ?? Boolean(process.stdout.isTTY);
   const mode = options.format === 'auto' ? (tty ? 'pretty' : 'json') : options.format;
-  const secrets = [...(options.secrets ?? [])].sort((a, b) => b.length - a.length);
+  const secrets = [...(options.secrets ?? [])];
   const format =
     mode === 'json'
       ? winston.format.combine(winston.format.timestamp(), winston.format.json(), scrub(secrets))

@@ -5,14 +5,19 @@
  * Exit codes: 0 stopped cleanly (quit, SIGTERM, SIGINT); 1 forced (second signal, watchdog)
  * or failed; 69 broker unreachable at start; 78 configuration error (command line, file,
  * environment). systemd's `RestartPreventExitStatus=78` keeps a bad config from looping.
+ *
+ * Plugin code runs in this process: its uncaught exceptions, unhandled rejections and calls
+ * to `process.exit()` are turned into faults the daemon handles (daemon/faults.ts) instead of
+ * ending every application at once.
  */
 import fs from 'node:fs';
 import { parseCommandLine, helpText } from './argv.js';
 import { ConfigError, loadConfig, redactConfig, secretsOf, type LoadedConfig } from './config.js';
+import { exposedSecretFile } from './secrets.js';
 import { Daemon, type Outcome } from './daemon.js';
 import { createLogger, flushLogs } from './logger.js';
 import { installPluginResolution } from './plugin-resolution.js';
-import { execMechanism, reExec } from './re-exec.js';
+import { checkExecMechanism, execMechanism, reExec } from './re-exec.js';
 import { RestartState, STATE_ENV } from './restart-state.js';
 import { SystemdNotifier } from './sd-notify.js';
 
@@ -26,27 +31,41 @@ function version(): string {
   return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
 }
 
+/** The real `process.exit`: plugins get a guarded one (see main). */
+const realExit = process.exit.bind(process) as (code?: number) => never;
+let exiting = false;
+
+/** How the daemon itself ends the process. */
+function exit(code: number): never {
+  exiting = true;
+  return realExit(code);
+}
+
 function configError(err: ConfigError): never {
   process.stderr.write(`postaged: configuration error (exit ${EXIT_CONFIG}): ${err.message}\n`);
-  process.exit(EXIT_CONFIG);
+  exit(EXIT_CONFIG);
 }
 
 function load(argv: readonly string[], env: NodeJS.ProcessEnv): { loaded: LoadedConfig; printConfig: boolean } {
   const line = parseCommandLine(argv);
   if (line.help) {
     process.stdout.write(helpText(version()));
-    process.exit(EXIT_OK);
+    exit(EXIT_OK);
   }
   if (line.version) {
     process.stdout.write(`${version()}\n`);
-    process.exit(EXIT_OK);
+    exit(EXIT_OK);
   }
   const loaded = loadConfig({ configFile: line.configFile ?? env['POSTAGED_CONFIG'], argv: line.overrides, env });
   return { loaded, printConfig: line.printConfig };
 }
 
-/** Runs the daemon until it exits or re-execs. */
-export async function main(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): Promise<void> {
+/**
+ * Runs the daemon until it exits or re-execs. `earlySignals`: signals bin/postaged caught
+ * before this module was loaded (a SIGTERM during a re-exec lands in the new process image
+ * early: it must stop it, not be lost).
+ */
+export async function main(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env, earlySignals: readonly NodeJS.Signals[] = []): Promise<void> {
   let daemon: Daemon | undefined;
   let stopSignals = 0;
   // Installed before anything else: as PID 1 (a container) an unhandled SIGTERM is ignored.
@@ -58,14 +77,15 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
       return;
     }
     stopSignals++;
-    if (!daemon) process.exit(EXIT_OK); // nothing opened yet
+    if (!daemon) exit(EXIT_OK); // nothing opened yet
     if (stopSignals > 1) {
       process.stderr.write(`postaged: second signal (${signal}): forcing exit; still open: ${daemon.openResources().join('; ') || 'nothing'}\n`);
-      process.exit(EXIT_FAILURE);
+      exit(EXIT_FAILURE);
     }
     void daemon.stop(signal, 'shutdown');
   };
   for (const s of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(s, onSignal);
+  for (const s of earlySignals) onSignal(s);
 
   let loaded: LoadedConfig;
   let printConfig: boolean;
@@ -77,8 +97,10 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
   }
   const { config } = loaded;
   if (printConfig) {
-    process.stdout.write(`${JSON.stringify(redactConfig(config), null, 2)}\n`);
-    process.exit(EXIT_OK);
+    const { config: shown, redacted } = redactConfig(config);
+    process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
+    if (redacted.length > 0) process.stderr.write(`postaged: --print-config: secrets replaced by ***: ${redacted.join(', ')}\n`);
+    exit(EXIT_OK);
   }
   try {
     if (!fs.statSync(config.pluginDir).isDirectory()) throw new Error('not a folder');
@@ -88,37 +110,62 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
 
   const state = RestartState.fromEnv(env[STATE_ENV], config.restart.dedupeWindow);
   delete env[STATE_ENV]; // not for the plugins' child processes; set again before an exec
-  if (config.host) env['POSTAGE_HOSTNAME'] = config.host; // fingerprints of plugin producers agree with addresses
   const logger = createLogger({ level: config.log.level, format: config.log.format, secrets: secretsOf(config), ...(config.host ? { host: config.host } : {}) });
   const log = logger.child({ app: config.name });
   for (const w of loaded.warnings) log.warn(w);
+  // A file holding secrets that other users can read is worth saying, once, at start.
+  for (const [file, holds] of [
+    [loaded.configFile, loaded.sources['broker.password'] === 'file' || (loaded.sources['broker.url'] === 'file' && config.broker.url.some((u) => /:\/\/[^/@]*:[^/@]*@/.test(u)))],
+    [config.security.signingKeyFile || null, true],
+  ] as const) {
+    const exposed = file && holds ? exposedSecretFile(file) : undefined;
+    if (exposed) log.warn(exposed);
+  }
   const shadowed = ['broker.hosts', 'broker.port', 'broker.vhost', 'broker.user', 'broker.password'].filter((k) => loaded.sources[k] !== 'default');
   if (config.broker.url.length > 0 && shadowed.length > 0) log.warn('broker.url is set: it wins over these keys, which are ignored', { keys: shadowed });
   if (state.problem) log.warn(state.problem);
+  // Restart in place is this daemon's way of applying new code and of surviving faults: a
+  // mechanism that cannot work is reported now, not at the first restart.
+  const noExec = checkExecMechanism();
+  if (noExec) {
+    log.error('cannot restart in place: refusing to start', { reason: noExec, mechanism: execMechanism() });
+    await flushLogs();
+    exit(EXIT_FAILURE);
+  }
   // Under systemd (Type=notify): readiness by phase, and WatchdogSec= pinged from the event loop.
   const notifier = SystemdNotifier.fromEnv(env, log);
   notifier?.startWatchdog();
   process.setSourceMapsEnabled(true); // plugin stack traces point at their .ts lines
   process.on('unhandledRejection', (reason) => {
     // A plugin's forgotten promise must not take every other plugin down with it.
-    log.error('unhandled promise rejection', { reason: reason instanceof Error ? reason.stack : String(reason) });
+    if (daemon) daemon.fault('unhandled rejection', reason, false);
+    else log.error('unhandled promise rejection', { reason: reason instanceof Error ? reason.stack : String(reason) });
   });
   process.on('uncaughtException', (err) => {
+    if (daemon) return daemon.fault('uncaught exception', err, true);
     log.error('uncaught exception: exiting', { reason: err.stack ?? String(err) });
-    void flushLogs().then(() => process.exit(EXIT_FAILURE));
+    void flushLogs().then(() => exit(EXIT_FAILURE));
   });
+  // A plugin calling process.exit() would end every application at once: it is a fault like
+  // an uncaught exception instead (its stack says whose).
+  process.exit = ((code?: number | string | null) => {
+    if (exiting || !daemon) return exit(typeof code === 'number' ? code : Number(code ?? 0) || 0);
+    daemon.fault('process.exit()', new Error(`process.exit(${String(code ?? '')}) was called`), true);
+    return undefined as never;
+  }) as typeof process.exit;
 
   const finish = (outcome: Outcome): void => {
     void (async () => {
       await flushLogs();
-      if (outcome.kind === 'exit') process.exit(outcome.code);
+      if (outcome.kind === 'exit') exit(outcome.code);
       env[STATE_ENV] = outcome.state;
       try {
+        exiting = true;
         reExec();
       } catch (err) {
         log.error('re-exec failed: exiting', { reason: (err as Error).message, mechanism: execMechanism() });
         await flushLogs();
-        process.exit(EXIT_FAILURE);
+        exit(EXIT_FAILURE);
       }
     })();
   };
@@ -142,6 +189,6 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
     const code = (err as { code?: string }).code === 'POSTAGE_ERR_BROKER_UNREACHABLE' ? EXIT_UNAVAILABLE : EXIT_FAILURE;
     log.error('postaged could not start', { reason: (err as Error).message, exitCode: code });
     await flushLogs();
-    process.exit(code);
+    exit(code);
   }
 }

@@ -7,8 +7,9 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { GenericApplication } from 'postage';
+import { GenericApplication, PostageError } from 'postage';
 import { isName } from './config-formats.js';
+import { unsafeFile, unsafeFolder } from './plugin-safety.js';
 
 /** File extensions loaded as plugins. */
 export const PLUGIN_EXTENSIONS = ['.js', '.mjs', '.cjs', '.ts', '.mts'] as const;
@@ -34,6 +35,8 @@ export type LoadedPlugin =
 export interface LoadPluginOptions {
   /** Milliseconds the import may take (a top-level await that never settles). Default: 10000. */
   timeout?: number;
+  /** Refuse a folder or file others can write, a symlink out of the folder, a non-regular file (plugin-safety.ts). Default: true. */
+  strictModes?: boolean;
 }
 
 const require = createRequire(import.meta.url);
@@ -52,6 +55,11 @@ export async function loadPlugin(file: string, options: LoadPluginOptions = {}):
   const absolute = path.resolve(file);
   const fallbackName = baseName(absolute);
   const fail = (reason: string, name = fallbackName): LoadedPlugin => ({ ok: false, file: absolute, name, reason });
+  if (options.strictModes ?? true) {
+    const dir = path.dirname(absolute);
+    const unsafe = unsafeFolder(dir) ?? unsafeFile(absolute, dir);
+    if (unsafe) return fail(`refused, not loaded: ${unsafe} (strictModes; see docs/security.md)`);
+  }
   let ns: Record<string, unknown>;
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -61,7 +69,7 @@ export async function loadPlugin(file: string, options: LoadPluginOptions = {}):
     const url = `${pathToFileURL(absolute).href}?v=${Math.trunc(stat.mtimeMs)}`;
     const timeout = options.timeout ?? 10_000;
     const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`import did not finish within ${timeout} ms`)), timeout);
+      timer = setTimeout(() => reject(new PostageError('POSTAGE_ERR_TIMEOUT', `import did not finish within ${timeout} ms`, { what: 'import', timeoutMs: timeout })), timeout);
     });
     ns = (await Promise.race([import(url), expired])) as Record<string, unknown>;
   } catch (err) {

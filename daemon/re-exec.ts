@@ -35,6 +35,21 @@ export function execMechanism(): 'process.execve' | 'kexec' {
 }
 
 /**
+ * Why restarting in place cannot work here, if it cannot: checked at start, so that a
+ * missing native build (kexec needs make and g++ at install) is found then, not at the first
+ * restart. Loads the native module; it does nothing until called.
+ */
+export function checkExecMechanism(): string | undefined {
+  if (execMechanism() === 'process.execve') return undefined;
+  try {
+    const kexec = createRequire(import.meta.url)('@jcoreio/kexec') as unknown;
+    return typeof kexec === 'function' ? undefined : '@jcoreio/kexec did not load as a function';
+  } catch (err) {
+    return `@jcoreio/kexec cannot be loaded (${(err as Error).message.split('\n')[0]}); reinstall it with its native build (npm rebuild @jcoreio/kexec, needs make and g++), or run on Node >= 22.15 (process.execve)`;
+  }
+}
+
+/**
  * Execs `command` (default: the current command line) in place. Returns only if the exec
  * failed, by throwing. The caller has already closed everything that must be closed.
  */

@@ -1,12 +1,19 @@
 /**
  * What one generation of the daemon hands to the next across a re-exec, in the environment
- * variable `POSTAGED_STATE` (JSON): the generation number, when the first generation
- * started, why the last restart happened, and the ids of restart commands already acted on.
+ * variable `POSTAGED_STATE` (JSON):
+ * - the generation number, when the first generation started, why the last restart happened;
+ * - the ids (AMQP `message_id`) of control commands already acted on, for `dedupeWindow` ms,
+ *   so that a copy delivered again to the next generation is not acted on twice;
+ * - the groups each application is in after run-time `join_group` / `leave_group` (their
+ *   bindings live on at the broker, so the next generation must know them);
+ * - the applications stopped by `quit`, which stay stopped until their file changes;
+ * - when each plugin crashed the process lately, and which plugins are in quarantine (not
+ *   loaded until a time, because they kept crashing);
+ * - the nonces of the signed control commands accepted lately, so that one replayed after a
+ *   re-exec is still recognised.
  *
- * A `restart` sent to `P@H` reaches every application of the daemon, each on its own queue:
- * the first copy restarts the process, and copies still queued when it exec'd are delivered
- * to the next generation. Remembering the ids (for `dedupeWindow` ms) makes each command
- * restart the process exactly once.
+ * Each generation also knows when it itself started: a restart command sent before that is
+ * already satisfied (a storm of restarts ends in few re-execs, never a loop).
  */
 
 export const STATE_ENV = 'POSTAGED_STATE';
@@ -14,19 +21,52 @@ export const STATE_ENV = 'POSTAGED_STATE';
 /** At most this many ids are carried (the environment is not a database). */
 const MAX_IDS = 256;
 
-/**
- * Ids made from a hash of the body (`sha1:…`, commands without a message_id, e.g. from Python
- * Postage) are remembered only this long: long enough for the copies fanned out to the other
- * applications to arrive, short enough that a second, byte-identical restart is still obeyed.
- */
-export const BODY_HASH_WINDOW_MS = 10_000;
-
 interface Carried {
   generation: number;
   startedAt: string;
   lastRestartReason: string | null;
   /** [id, time first seen in ms] */
   handled: Array<[string, number]>;
+  /** Application name → its groups at the end of the previous generation. */
+  groups?: Record<string, string[]>;
+  /** Applications stopped by `quit`, by name. */
+  quit?: string[];
+  /** Plugin file (or `(daemon)`) → times (ms) it crashed the process lately. */
+  crashes?: Record<string, number[]>;
+  /** Plugin file → its quarantine: until when (ms), why, and how many times so far. */
+  quarantine?: Record<string, Quarantine>;
+  /** Nonces of the signed control commands accepted lately: [receiver nonce, signature time]. */
+  nonces?: Array<[string, number]>;
+}
+
+/** A plugin kept out of the daemon for a while because it kept crashing the process. */
+export interface Quarantine {
+  /** Until when (ms since the epoch). */
+  until: number;
+  reason: string;
+  /** How many quarantines so far: each one is twice as long as the one before. */
+  count: number;
+}
+
+function isCarried(data: Partial<Carried>): data is Carried {
+  return (
+    Number.isInteger(data.generation) &&
+    (data.generation as number) >= 1 &&
+    typeof data.startedAt === 'string' &&
+    !Number.isNaN(Date.parse(data.startedAt)) &&
+    (data.lastRestartReason === null || typeof data.lastRestartReason === 'string') &&
+    Array.isArray(data.handled) &&
+    data.handled.every((h) => Array.isArray(h) && typeof h[0] === 'string' && typeof h[1] === 'number') &&
+    (data.groups === undefined ||
+      (typeof data.groups === 'object' && data.groups !== null && Object.values(data.groups).every((g) => Array.isArray(g) && g.every((x) => typeof x === 'string')))) &&
+    (data.quit === undefined || (Array.isArray(data.quit) && data.quit.every((q) => typeof q === 'string'))) &&
+    (data.crashes === undefined || (typeof data.crashes === 'object' && data.crashes !== null && Object.values(data.crashes).every((c) => Array.isArray(c) && c.every((x) => typeof x === 'number')))) &&
+    (data.quarantine === undefined ||
+      (typeof data.quarantine === 'object' &&
+        data.quarantine !== null &&
+        Object.values(data.quarantine).every((q) => q !== null && typeof q === 'object' && typeof q.until === 'number' && typeof q.reason === 'string' && typeof q.count === 'number'))) &&
+    (data.nonces === undefined || (Array.isArray(data.nonces) && data.nonces.every((n) => Array.isArray(n) && typeof n[0] === 'string' && typeof n[1] === 'number')))
+  );
 }
 
 /** The restart bookkeeping of this process. */
@@ -35,18 +75,32 @@ export class RestartState {
   readonly generation: number;
   /** ISO time the first generation started. */
   readonly startedAt: string;
+  /** When this generation started (ms since the epoch). */
+  readonly generationStartedAt: number;
   lastRestartReason: string | null;
   /** Why the carried state was ignored, if it was. */
   readonly problem: string | undefined;
-  private readonly handled = new Map<string, number>();
+  readonly #handled = new Map<string, number>();
+  /** Groups carried from the previous generation, by application name. */
+  readonly #carriedGroups: ReadonlyMap<string, readonly string[]>;
+  readonly #quit: Set<string>;
+  readonly #crashes: Map<string, number[]>;
+  readonly #quarantine: Map<string, Quarantine>;
+  /** The nonces the previous generation had accepted. */
+  readonly carriedNonces: ReadonlyArray<readonly [string, number]>;
 
-  private constructor(carried: Carried, private readonly dedupeWindow: number, problem?: string) {
+  private constructor(carried: Carried, private readonly dedupeWindow: number, now: number, problem?: string) {
     this.generation = carried.generation;
     this.startedAt = carried.startedAt;
+    this.generationStartedAt = now;
     this.lastRestartReason = carried.lastRestartReason;
     this.problem = problem;
-    const now = Date.now();
-    for (const [id, at] of carried.handled) if (now - at < dedupeWindow) this.handled.set(id, at);
+    for (const [id, at] of carried.handled) if (now - at < dedupeWindow) this.#handled.set(id, at);
+    this.#carriedGroups = new Map(Object.entries(carried.groups ?? {}));
+    this.#quit = new Set(carried.quit ?? []);
+    this.#crashes = new Map(Object.entries(carried.crashes ?? {}));
+    this.#quarantine = new Map(Object.entries(carried.quarantine ?? {}));
+    this.carriedNonces = carried.nonces ?? [];
   }
 
   /** Re-exec count so far. */
@@ -57,51 +111,88 @@ export class RestartState {
   /** Reads the state left by the previous generation (a fresh one if there is none or it is damaged). */
   static fromEnv(value: string | undefined, dedupeWindow: number, now = new Date()): RestartState {
     const fresh: Carried = { generation: 1, startedAt: now.toISOString(), lastRestartReason: null, handled: [] };
-    if (value === undefined || value === '') return new RestartState(fresh, dedupeWindow);
+    if (value === undefined || value === '') return new RestartState(fresh, dedupeWindow, now.getTime());
     try {
       const data = JSON.parse(value) as Partial<Carried>;
-      const ok =
-        Number.isInteger(data.generation) &&
-        (data.generation as number) >= 1 &&
-        typeof data.startedAt === 'string' &&
-        !Number.isNaN(Date.parse(data.startedAt)) &&
-        (data.lastRestartReason === null || typeof data.lastRestartReason === 'string') &&
-        Array.isArray(data.handled) &&
-        data.handled.every((h) => Array.isArray(h) && typeof h[0] === 'string' && typeof h[1] === 'number');
-      if (!ok) return new RestartState(fresh, dedupeWindow, `${STATE_ENV} has an unexpected shape: ignored`);
-      return new RestartState(data as Carried, dedupeWindow);
+      if (!isCarried(data)) return new RestartState(fresh, dedupeWindow, now.getTime(), `${STATE_ENV} has an unexpected shape: ignored`);
+      return new RestartState(data, dedupeWindow, now.getTime());
     } catch (err) {
-      return new RestartState(fresh, dedupeWindow, `${STATE_ENV} is not JSON (${(err as Error).message}): ignored`);
+      return new RestartState(fresh, dedupeWindow, now.getTime(), `${STATE_ENV} is not JSON (${(err as Error).message}): ignored`);
     }
   }
 
   /**
-   * Claims a restart command id: true the first time it is seen (within the window), false
+   * Claims a control command id: true the first time it is seen (within the window), false
    * for every later copy, in this generation or a later one.
    */
-  private windowFor(id: string): number {
-    return id.startsWith('sha1:') ? Math.min(BODY_HASH_WINDOW_MS, this.dedupeWindow) : this.dedupeWindow;
-  }
-
   claim(id: string): boolean {
     const now = Date.now();
-    const seen = this.handled.get(id);
-    if (seen !== undefined && now - seen < this.windowFor(id)) return false;
-    this.handled.set(id, now);
+    const seen = this.#handled.get(id);
+    if (seen !== undefined && now - seen < this.dedupeWindow) return false;
+    this.#handled.set(id, now);
     return true;
   }
 
-  /** Whether an id was already claimed. */
-  has(id: string): boolean {
-    const seen = this.handled.get(id);
-    return seen !== undefined && Date.now() - seen < this.windowFor(id);
+  /** The groups an application ended the previous generation in, if it was running then. */
+  groupsOf(app: string): readonly string[] | undefined {
+    return this.#carriedGroups.get(app);
   }
 
-  /** The value of `POSTAGED_STATE` for the next generation. */
-  next(reason: string): string {
+  /** Whether an application was stopped by `quit` (in this generation or an earlier one). */
+  isQuit(app: string): boolean {
+    return this.#quit.has(app);
+  }
+
+  /** Records (or forgets, when its file changes) that an application was stopped by `quit`. */
+  setQuit(app: string, quit: boolean): void {
+    if (quit) this.#quit.add(app);
+    else this.#quit.delete(app);
+  }
+
+  /** Records that `source` (a plugin file, or `(daemon)`) crashed the process; returns its crashes within `windowMs`. */
+  recordCrash(source: string, windowMs: number, now = Date.now()): number {
+    const recent = (this.#crashes.get(source) ?? []).filter((at) => now - at < windowMs);
+    recent.push(now);
+    this.#crashes.set(source, recent);
+    return recent.length;
+  }
+
+  /** Puts a plugin in quarantine: `baseMs` the first time, twice as long each time after, at most `maxMs`. */
+  quarantine(file: string, reason: string, baseMs: number, maxMs: number, now = Date.now()): Quarantine {
+    const count = (this.#quarantine.get(file)?.count ?? 0) + 1;
+    const q = { until: now + Math.min(maxMs, baseMs * 2 ** (count - 1)), reason, count };
+    this.#quarantine.set(file, q);
+    this.#crashes.delete(file);
+    return q;
+  }
+
+  /** The quarantine a plugin is in now, if any. */
+  quarantineOf(file: string, now = Date.now()): Quarantine | undefined {
+    const q = this.#quarantine.get(file);
+    return q && q.until > now ? q : undefined;
+  }
+
+  /** Lifts a quarantine (the file changed: a new version gets a fresh start). */
+  liftQuarantine(file: string): void {
+    this.#quarantine.delete(file);
+    this.#crashes.delete(file);
+  }
+
+  /** The value of `POSTAGED_STATE` for the next generation; `groups`: every running application's groups now. */
+  next(reason: string, groups: Record<string, string[]> = {}, nonces: Array<[string, number]> = []): string {
     const now = Date.now();
-    const handled = [...this.handled.entries()].filter(([id, at]) => now - at < this.windowFor(id)).slice(-MAX_IDS);
-    const carried: Carried = { generation: this.generation + 1, startedAt: this.startedAt, lastRestartReason: reason, handled };
+    const handled = [...this.#handled.entries()].filter(([, at]) => now - at < this.dedupeWindow).slice(-MAX_IDS);
+    const carried: Carried = {
+      generation: this.generation + 1,
+      startedAt: this.startedAt,
+      lastRestartReason: reason,
+      handled,
+      groups,
+      quit: [...this.#quit],
+      crashes: Object.fromEntries(this.#crashes),
+      quarantine: Object.fromEntries(this.#quarantine),
+      nonces,
+    };
     return JSON.stringify(carried);
   }
 }

@@ -36,9 +36,12 @@ export const ErrorCodes = {
   POSTAGE_ERR_REJECT: 'a filter or handler rejected a message (RejectMessage)',
   POSTAGE_ERR_EXIT_SCHEDULER: 'a microthread asked its scheduler to stop (ExitScheduler)',
   POSTAGE_ERR_CONFIG: 'the daemon configuration is invalid',
-  POSTAGE_ERR_PLUGIN: 'a plugin could not be loaded or started',
-  POSTAGE_ERR_DUPLICATE_APP: 'two applications claim the same name',
+  POSTAGE_ERR_PLUGIN: 'retired, never thrown: a plugin could not be loaded or started',
+  POSTAGE_ERR_DUPLICATE_APP: 'retired, never thrown: two applications claim the same name',
   POSTAGE_ERR_TIMEOUT: 'an operation did not finish in time',
+  POSTAGE_ERR_TOPOLOGY: 'a queue exists with flags other than the ones declared (the broker refused the declaration, 406)',
+  POSTAGE_ERR_UNKNOWN_COMMAND: 'an RPC named a command the application has no handler for (the code of its error reply)',
+  POSTAGE_ERR_PUBLISH: 'the broker refused a message, or the connection was lost before it confirmed it',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

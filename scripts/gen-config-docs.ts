@@ -13,8 +13,11 @@ import { schemaEntries, SECRET_KEYS } from '../daemon/config.js';
 export const DOC_FILE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'docs', 'config.md');
 
 const FORMAT_NAMES: Record<string, string> = {
-  'postaged-ms': 'milliseconds (integer ≥ 0)',
+  'postaged-ms': 'milliseconds (integer from 0 to 2147483647)',
   'postaged-positive-int': 'integer > 0',
+  'postaged-positive-ms': 'milliseconds (integer from 1 to 2147483647)',
+  'postaged-mib': 'MiB (integer from 0 to 1048576)',
+  'postaged-prefetch': 'integer from 1 to 65535',
   'postaged-port': 'port (1–65535)',
   'postaged-bool': 'boolean (`true`/`false`; env and flags also take `1`/`0`, `yes`/`no`, `on`/`off`)',
   'postaged-name': 'name (no `@ # / :` or spaces)',

@@ -1,6 +1,6 @@
 /** `postage join|leave <key> <group>`: commands "join_group" / "leave_group" with {group_name}. */
 import type { Command } from 'commander';
-import { checkName } from 'postage';
+import { checkName } from 'postage/internal';
 import { brokerOptions, helpFooter, type BrokerOptions } from '../common.js';
 import { usageError } from '../exit-codes.js';
 import { fireAndForget } from '../fire-and-forget.js';

@@ -2,7 +2,8 @@
 import { Option, type Command } from 'commander';
 import { DAEMON_DISCOVERY_KEY, type MessageResult } from 'postage';
 import { brokerOptions, helpFooter, positiveInteger, positiveSeconds, replyOptions, repliesExitCode, withSession, type ReplyOptions } from '../common.js';
-import { asDaemonStatus, psTable, sortDaemons, type DaemonStatus } from '../daemon-status.js';
+import { asDaemonStatus, otherApplications, psTable, sortDaemons, type DaemonStatus, type OtherApplication } from '../daemon-status.js';
+import type { Session } from '../session.js';
 import { ExitCode } from '../exit-codes.js';
 import { json, type Output } from '../output.js';
 
@@ -20,6 +21,9 @@ export function registerPs(program: Command, output: Output): void {
       `Asks every postaged daemon (key ${DAEMON_DISCOVERY_KEY}) for its status and prints one table: host, pid, ` +
         'daemon name, uptime, restarts, CPU, RSS, then each application with its state and message ' +
         'counts. Replies are collected for --timeout seconds (or until --expect daemons answered). ' +
+        'Then every daemon host is pinged (@H, another --timeout) and the applications there that ' +
+        'are no daemon\'s (a plain or Python Postage application) are listed as "not a postaged daemon" ' +
+        '(not in --json, which lists daemons only). ' +
         'With --watch the table is refreshed in place every --interval seconds, until Ctrl-C or --count.',
     );
   replyOptions(brokerOptions(cmd), 2)
@@ -36,7 +40,8 @@ export function registerPs(program: Command, output: Output): void {
         for (let frame = 1; ; frame++) {
           replies = await session.collect(DAEMON_DISCOVERY_KEY, 'status', {}, { timeout: options.timeout, ...(options.expect === undefined ? {} : { expect: options.expect }) });
           const daemons = replies.flatMap((r) => (r.ok ? [asDaemonStatus(r.value)].filter((d): d is DaemonStatus => d !== undefined) : []));
-          output.out(render(daemons, options, watch));
+          const others = options.json ? [] : await othersOnHosts(session, daemons, options.timeout);
+          output.out(render(daemons, others, options, watch));
           if (!watch || stop.requested || frame === options.count) break;
           await stop.sleep(options.interval * 1000);
           if (stop.requested) break;
@@ -54,11 +59,18 @@ export function registerPs(program: Command, output: Output): void {
   });
 }
 
-function render(daemons: DaemonStatus[], options: PsOptions, watch: boolean): string {
+/** Pings `@H` on every daemon's host, for the applications there that are no daemon's. */
+async function othersOnHosts(session: Session, daemons: readonly DaemonStatus[], timeout: number): Promise<OtherApplication[]> {
+  const hosts = [...new Set(daemons.map((d) => d.host))];
+  const pings = await Promise.all(hosts.map((h) => session.collect(`@${h}`, 'ping', {}, { timeout })));
+  return otherApplications(daemons, pings.flat().filter((r) => r.ok).map((r) => r.value));
+}
+
+function render(daemons: DaemonStatus[], others: OtherApplication[], options: PsOptions, watch: boolean): string {
   // In watch mode --json prints one line per refresh (NDJSON), so a script can read them as they come.
   if (options.json) return watch ? `${JSON.stringify(sortDaemons(daemons))}\n` : json(sortDaemons(daemons));
-  if (!watch) return daemons.length > 0 ? psTable(daemons) : ''; // "nobody answered" goes to stderr
-  const body = daemons.length > 0 ? psTable(daemons) : `no daemon answered within ${options.timeout} s\n`;
+  if (!watch) return daemons.length > 0 ? psTable(daemons, others) : ''; // "nobody answered" goes to stderr
+  const body = daemons.length > 0 ? psTable(daemons, others) : `no daemon answered within ${options.timeout} s\n`;
   const header = `postage ps, every ${options.interval} s, ${new Date().toISOString()} (Ctrl-C to stop)\n\n`;
   // On a terminal, redraw in place (cursor home, clear screen); in a pipe, append frames.
   return process.stdout.isTTY ? `\x1b[H\x1b[2J${header}${body}` : `${header}${body}\n`;

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { brokerOptions, helpFooter, replyOptions, repliesExitCode, withSession, type ReplyOptions } from '../common.js';
 import { readParameters } from '../json-input.js';
 import { checkKey } from '../keys.js';
-import { json, replyJson, responder, showValue, type Output } from '../output.js';
+import { json, replyJson, responder, safe, showValue, type Output } from '../output.js';
 
 export function registerRpc(program: Command, output: Output): void {
   const cmd = program
@@ -38,7 +38,7 @@ export function registerRpc(program: Command, output: Output): void {
       if (options.json) output.out(json(replies.map(replyJson)));
       // A single-consumer key prints the bare value; a fan-out key names each responder, however many answered.
       else if (reach === 'single') for (const r of ok) output.out(`${showValue(r.value)}\n`);
-      else for (const r of [...ok].sort((a, b) => responder(a).localeCompare(responder(b)))) output.out(`${responder(r)}: ${typeof r.value === 'string' ? r.value : JSON.stringify(r.value)}\n`);
+      else for (const r of [...ok].sort((a, b) => responder(a).localeCompare(responder(b)))) output.out(`${responder(r)}: ${typeof r.value === 'string' ? safe(r.value) : JSON.stringify(r.value)}\n`);
       return repliesExitCode(replies, `'${name}' on key '${key}'`, options, output);
     });
   });

@@ -1,182 +1,244 @@
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import amqp from 'amqplib';
-import type { Channel, ConfirmChannel, RecoveringChannelModel } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel } from 'amqplib';
 import { ClosedError, PostageError, brand } from '../errors.js';
-import { readEnv } from '../env.js';
+import { debugMode, localHostname, signingEnv } from '../env.js';
+import { NonceStore } from '../wire/signature.js';
 import { defaultLogger, type Logger } from '../logger.js';
+import { displayTarget, resolveBroker, type BrokerOverride, type BrokerSettings, type BrokerTarget } from './broker-address.js';
+import type { ExchangeClass } from './exchange.js';
+import { Publisher } from './publisher.js';
+import { ReplyLanes } from './reply-lanes.js';
 
-/** How to reach the broker. Anything left out comes from the `POSTAGE_*` environment. */
-export interface ConnectionOptions {
-  /** One AMQP URL or a list to fail over (first reachable wins). Default: `POSTAGE_URL`, else built from the fields below. */
-  url?: string | readonly string[];
-  /** Broker host(s). Default: `POSTAGE_HOST` or `127.0.0.1`. */
-  hosts?: readonly string[];
-  /** Default: `POSTAGE_PORT` or 5672. */
-  port?: number;
-  /** Default: `POSTAGE_VHOST` or `/`. */
-  vhost?: string;
-  /** Default: `POSTAGE_USER` or `guest`. */
-  user?: string;
-  /** Default: `POSTAGE_PASSWORD` or `guest`. Never logged. */
-  password?: string;
-  /** AMQP heartbeat in seconds. Default: 10. */
+/** How to reach the broker and how to behave when it goes away. */
+export interface ConnectionOptions extends BrokerSettings {
+  /** AMQP heartbeat in seconds (a URL's `?heartbeat=` wins for its node). Default: 10. */
   heartbeat?: number;
-  /** Attempts per URL before the first connection is given up. Default: 1 (fail fast). */
+  /** Milliseconds a node may take to accept the TCP connection and the AMQP handshake. Default: 5000. */
+  connectTimeout?: number;
+  /** Rounds over the node list before the first connection is given up. Default: 1 (fail fast). */
   connectAttempts?: number;
-  /** Reconnect with backoff after the connection is lost (amqplib `recovery`). Default: true. */
+  /** Reconnect after the connection is lost, over the whole node list, forever. Default: true. */
   reconnect?: boolean;
-  /** Backoff bounds for reconnection, in ms. Defaults: 100 and 5000. */
+  /** Backoff between rounds, in ms: doubles from `initial` up to `max`, ±20 % jitter. Defaults: 100 and 5000. */
   reconnectDelay?: { initial?: number; max?: number };
   /** Connection name shown in the broker's management tools. */
   clientName?: string;
+  /** Most channels used for RPC replies at once (one per call in flight). Default: 256. */
+  maxReplyChannels?: number;
+  /** Replaces parts of every node (the CLI's `--host`, `--vhost`). */
+  override?: BrokerOverride;
+  /**
+   * Who this process is, for the producers, processors and applications made on this
+   * connection (fingerprints and addresses). Default host: `POSTAGE_HOSTNAME`, else the OS's.
+   */
+  identity?: { host?: string };
+  /**
+   * Signed control commands (`quit`, `restart`, `join_group`, `leave_group`): producers on this
+   * connection sign them, processors refuse those that are unsigned, badly signed, older than
+   * `maxAgeMs` (default 60000) or replayed. `secrets`: the first signs, every one verifies
+   * (rotation). Default: `POSTAGE_SIGNING_KEY_FILE` / `POSTAGE_SIGNING_KEY`, else off.
+   */
+  signing?: { secrets: ReadonlyArray<string | Buffer>; maxAgeMs?: number };
+  /** The environment consulted for the fields not given. Default: `process.env`. */
+  env?: NodeJS.ProcessEnv;
   logger?: Logger;
 }
 
-/** Replaces the password of an AMQP URL by `***`, so a URL can be logged. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
-  }
+/** Where the connection is in its life. */
+export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+/** Events of a {@link Connection}. */
+export interface ConnectionEvents {
+  /** Connected (again): `generation` counts connections made, 1 for the first. */
+  connect: [generation: number, target: string];
+  /** A connection after the first: channel owners open new channels. */
+  reconnect: [generation: number];
+  /** The connection was lost; reconnection starts (unless `reconnect: false`). */
+  disconnect: [error: Error];
+  /** Reconnection is off and the connection was lost, or was given up: the connection is closed. */
+  failed: [error: Error];
+  /** The broker blocks (`true`, memory or disk alarm) or unblocks (`false`) publishing. */
+  blocked: [blocked: boolean, reason?: string];
+  close: [reason: string];
 }
 
-/** The URLs that `options` describe, in failover order. @internal */
-export function brokerUrls(options: ConnectionOptions = {}): string[] {
-  const env = readEnv();
-  const given = options.url === undefined ? env.urls : typeof options.url === 'string' ? [options.url] : [...options.url];
-  if (given.length > 0 && options.hosts === undefined) return given;
-  const user = encodeURIComponent(options.user ?? env.user);
-  const password = encodeURIComponent(options.password ?? env.password);
-  const vhost = encodeURIComponent(options.vhost ?? env.vhost);
-  const port = options.port ?? env.port;
-  return (options.hosts ?? env.hosts).map((host) => {
-    const [h, p] = host.includes(':') && !host.startsWith('[') ? host.split(':') : [host, undefined];
-    return `amqp://${user}:${password}@${h}:${p ?? port}/${vhost}`;
-  });
-}
-
-/** Adds `?heartbeat=N` unless the URL sets one (amqplib reads it from the URL). */
-function withHeartbeat(url: string, seconds: number): string {
-  if (/[?&]heartbeat=/.test(url)) return url;
-  return `${url}${url.includes('?') ? '&' : '?'}heartbeat=${seconds}`;
-}
-
-const warned = new Set<string>();
-
-/** Node's standard deprecation channel, once per variable per process (shown on stderr unless --no-deprecation). */
-function warnDeprecated(warnings: readonly string[]): void {
-  for (const w of warnings) {
-    if (warned.has(w)) continue;
-    warned.add(w);
-    process.emitWarning(w, { type: 'DeprecationWarning', code: 'POSTAGE_DEP_ENV' });
-  }
-}
-
-const registry = new Map<string, Connection>();
 let defaultConnection: Connection | undefined;
 
 /**
- * One broker connection, shared by every producer, consumer and RPC client of a process
- * (Python opened one per object). Connects lazily, with `noDelay` (Nagle turned a 0.5 ms
- * RPC into 44 ms here) and amqplib's `recovery` for reconnection. After a reconnect it
- * emits `reconnect`; channel owners open new channels and declare their topology again.
+ * One broker connection, shared by every producer, consumer and RPC call of a process
+ * (Python opened one per object). Connects lazily, with `noDelay` (Nagle turned a 0.5 ms RPC
+ * into 44 ms here), and reconnects by itself over the whole node list.
+ *
+ * Reconnection is done here, not with amqplib's `recovery` option: that one reconnects only
+ * to the URL that first worked, with no connect timeout, so a cluster whose node went away
+ * (or a black-holed host, which stalls for the OS's SYN timeout) was never left for another.
+ * Each round tries every node, starting after the one that failed, each with
+ * `connectTimeout`; rounds are separated by a capped exponential backoff with jitter, and
+ * each failed attempt is logged once. After a reconnect it emits `reconnect`; channel owners
+ * open new channels and declare their topology again.
  */
-export class Connection extends EventEmitter {
-  readonly urls: readonly string[];
+export class Connection extends EventEmitter<ConnectionEvents> {
+  /** Every node, in failover order. */
+  readonly targets: readonly BrokerTarget[];
   readonly options: Readonly<ConnectionOptions>;
   readonly logger: Logger;
+  /** The host name fingerprints and addresses made on this connection use. */
+  readonly identity: { readonly host: string };
+  /** Signed control commands, when configured (see ConnectionOptions.signing). */
+  readonly signing: { readonly secrets: ReadonlyArray<string | Buffer>; readonly maxAgeMs: number; readonly nonces: NonceStore } | undefined;
   /** How many times a connection was established (1 after the first). */
   generation = 0;
   /** True while the broker has told us it blocks publishers (memory or disk alarm). */
   blocked = false;
-  private model: RecoveringChannelModel | undefined;
-  private opening: Promise<RecoveringChannelModel> | undefined;
-  private closing: Promise<void> | undefined;
-  private closedReason: string | undefined;
-  private urlInUse = '';
+  #state: ConnectionState = 'idle';
+  #model: ChannelModel | undefined;
+  /** Index in `targets` of the node connected to (or last tried). */
+  #current = -1;
+  /** Resolves with the model once connected; rejects when given up or closed. */
+  #waiting: { promise: Promise<ChannelModel>; resolve: (m: ChannelModel) => void; reject: (e: Error) => void } | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #closing: Promise<void> | undefined;
+  #closeReason: string | undefined;
+  #replyLanes: ReplyLanes | undefined;
+  #publisher: Publisher | undefined;
+  /** Exchanges declared on this connection (cleared at each reconnect). */
+  readonly #declared = new Map<string, Promise<void>>();
 
   constructor(options: ConnectionOptions = {}) {
     super();
     this.options = { ...options };
-    this.urls = brokerUrls(options);
-    const env = readEnv();
-    this.logger = options.logger ?? defaultLogger(env.debug);
-    warnDeprecated(env.warnings);
-    if (this.urls.length === 0) throw new PostageError('POSTAGE_ERR_INVALID_ARGUMENT', 'no broker URL or host given', { key: 'url' });
+    this.logger = options.logger ?? defaultLogger(debugMode(options.env));
+    const { targets, warnings } = resolveBroker(options, { ...(options.env ? { env: options.env } : {}), ...(options.override ? { override: options.override } : {}) });
+    if (targets.length === 0) throw new PostageError('POSTAGE_ERR_INVALID_ARGUMENT', 'no broker URL or host given', { key: 'url' });
+    this.targets = targets;
+    this.identity = Object.freeze({ host: options.identity?.host || localHostname(options.env) });
+    const secrets = options.signing?.secrets ?? signingEnv(options.env);
+    if (secrets !== undefined && secrets.length === 0) throw new PostageError('POSTAGE_ERR_INVALID_ARGUMENT', 'signing: at least one secret is needed', { key: 'signing.secrets' });
+    const maxAgeMs = options.signing?.maxAgeMs ?? 60_000;
+    this.signing = secrets === undefined ? undefined : Object.freeze({ secrets: [...secrets], maxAgeMs, nonces: new NonceStore(maxAgeMs) });
+    warnDeprecated(warnings);
   }
 
   /**
-   * The process-wide connection for these options (same URLs and vhost, same object).
-   * Producers and consumers created without a connection use `Connection.shared()`.
+   * The process's default connection: the one `setDefault()` installed (the daemon's), else
+   * one made from the environment on first use. Producers and consumers created without a
+   * connection use it.
    */
-  static shared(options: ConnectionOptions = {}): Connection {
-    if (Object.keys(options).length === 0 && defaultConnection && !defaultConnection.closed) return defaultConnection;
-    const key = brokerUrls(options).join(',');
-    let conn = registry.get(key);
-    if (conn === undefined || conn.closed) {
-      conn = new Connection(options);
-      registry.set(key, conn);
-    }
-    return conn;
+  static shared(): Connection {
+    if (!defaultConnection || defaultConnection.closed) defaultConnection = new Connection();
+    return defaultConnection;
   }
 
   /**
-   * Makes `connection` what `Connection.shared()` (no options) returns, e.g. the daemon's own
-   * connection, so that a plugin's `new GenericProducer()` talks to the broker the daemon was
-   * configured with. `undefined` forgets it.
+   * Makes `connection` what `Connection.shared()` returns, e.g. the daemon's own connection,
+   * so that a plugin's `new GenericProducer()` talks to the broker the daemon was configured
+   * with. `undefined` forgets it.
    */
   static setDefault(connection: Connection | undefined): void {
     defaultConnection = connection;
   }
 
-  /** Closes every shared connection (tests, shutdown). */
+  /** Closes the default connection (tests, shutdown). */
   static async closeAll(reason = 'closeAll'): Promise<void> {
-    const all = [...registry.values(), ...(defaultConnection ? [defaultConnection] : [])];
-    registry.clear();
+    const c = defaultConnection;
     defaultConnection = undefined;
-    await Promise.all(all.map((c) => c.close(reason)));
+    await c?.close(reason);
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
   }
 
   get closed(): boolean {
-    return this.closedReason !== undefined;
-  }
-
-  /** The virtual host of the (first) broker URL; fingerprints report it. */
-  get vhost(): string {
-    try {
-      const path = new URL(this.urlInUse || this.urls[0] || '').pathname;
-      return path.length > 1 ? decodeURIComponent(path.slice(1)) : '/';
-    } catch {
-      return '/';
-    }
+    return this.#state === 'closed';
   }
 
   /** Why the connection was closed (`quit`, `restart`, …), if it was. */
   get closeReason(): string | undefined {
-    return this.closedReason;
+    return this.#closeReason;
   }
 
-  /** The URL in use, with its password hidden. */
+  /** The node in use (or the first), as logs show it: no password. */
   get displayUrl(): string {
-    return redactUrl(this.urlInUse || this.urls[0] || '');
+    const t = this.targets[Math.max(0, this.#current)] ?? this.targets[0];
+    return t ? displayTarget(t) : '';
   }
 
-  /** Connects if needed and resolves once connected. */
-  async ready(): Promise<RecoveringChannelModel> {
-    if (this.closedReason !== undefined) throw new ClosedError('connection', this.closedReason);
-    if (this.model) return this.model;
-    this.opening ??= this.open().finally(() => {
-      this.opening = undefined;
-    });
-    return this.opening;
+  /** The virtual host; fingerprints report it. */
+  get vhost(): string {
+    return (this.targets[Math.max(0, this.#current)] ?? this.targets[0])?.vhost ?? '/';
+  }
+
+  /** The channels RPC calls wait for their replies on (one call each). @internal */
+  get replyLanes(): ReplyLanes {
+    this.#replyLanes ??= new ReplyLanes(this, { max: this.options.maxReplyChannels ?? 256, logger: this.logger });
+    return this.#replyLanes;
+  }
+
+  /** The confirm channel every producer of this connection publishes through. @internal */
+  get publisher(): Publisher {
+    this.#publisher ??= new Publisher(this, this.logger);
+    return this.#publisher;
+  }
+
+  /**
+   * Declares `exchange` once per connection (again after a reconnect), on a channel of its
+   * own so that a refusal (a type clash) closes nothing shared. Concurrent callers share one
+   * declaration; a failed one is forgotten, so the next use tries again.
+   */
+  declareExchange(exchange: ExchangeClass): Promise<void> {
+    if (exchange.name === '') return Promise.resolve(); // the default exchange always exists
+    let done = this.#declared.get(exchange.name);
+    if (!done) {
+      // A user with no configure permission on it (an operator, least privilege) may still
+      // publish to an exchange that exists: a refused declaration falls back to checking it.
+      done = this.withChannel((ch) => exchange.declare(ch)).catch((err: unknown) => {
+        if ((err as { code?: number }).code !== 403) throw err;
+        return this.withChannel(async (ch) => {
+          await ch.checkExchange(exchange.name);
+        }).catch(() => Promise.reject(err));
+      });
+      this.#declared.set(exchange.name, done);
+      done.catch(() => {
+        if (this.#declared.get(exchange.name) === done) this.#declared.delete(exchange.name);
+      });
+    }
+    return done;
+  }
+
+  /** The only transition function of the connection's state. */
+  #to(next: ConnectionState): void {
+    this.#state = next;
+  }
+
+  /** Connects if needed and resolves once connected (after an outage: once connected again). */
+  ready(): Promise<ChannelModel> {
+    if (this.#state === 'closed') return Promise.reject(new ClosedError('connection', this.#closeReason ?? 'closed'));
+    if (this.#state === 'connected' && this.#model) return Promise.resolve(this.#model);
+    if (!this.#waiting) {
+      let resolve!: (m: ChannelModel) => void;
+      let reject!: (e: Error) => void;
+      const promise = new Promise<ChannelModel>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.#waiting = { promise, resolve, reject };
+    }
+    if (this.#state === 'idle') {
+      this.#to('connecting');
+      void this.#round(1);
+    }
+    return this.#waiting.promise;
   }
 
   async createChannel(): Promise<Channel> {
-    const model = await this.ready();
-    return model.createChannel();
+    return (await this.ready()).createChannel();
+  }
+
+  async createConfirmChannel(): Promise<ConfirmChannel> {
+    return (await this.ready()).createConfirmChannel();
   }
 
   /**
@@ -193,83 +255,158 @@ export class Connection extends EventEmitter {
     }
   }
 
-  async createConfirmChannel(): Promise<ConfirmChannel> {
-    const model = await this.ready();
-    return model.createConfirmChannel();
-  }
-
-  private async open(): Promise<RecoveringChannelModel> {
-    const attempts = Math.max(1, this.options.connectAttempts ?? 1);
+  /** One round over every node, starting after the one connected to (or last tried). */
+  async #round(round: number): Promise<void> {
     const errors: string[] = [];
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      for (const url of this.urls) {
-        if (this.closedReason !== undefined) throw new ClosedError('connection', this.closedReason);
-        try {
-          const model: RecoveringChannelModel = await amqp.connect(withHeartbeat(url, this.options.heartbeat ?? 10), {
-            noDelay: true,
-            clientProperties: { connection_name: this.options.clientName ?? `postage ${process.pid}` },
-            recovery: {
-              initialMaxRetries: 0,
-              maxRetries: this.options.reconnect === false ? 0 : Infinity,
-              initialDelay: this.options.reconnectDelay?.initial ?? 100,
-              maxDelay: this.options.reconnectDelay?.max ?? 5000,
-            },
-          });
-          this.attach(model, url);
-          return model;
-        } catch (err) {
-          errors.push(`${redactUrl(url)}: ${(err as Error).message}`);
+    for (let i = 1; i <= this.targets.length; i++) {
+      if (this.closed) return;
+      const index = (this.#current + i) % this.targets.length;
+      const target = this.targets[index] as BrokerTarget;
+      try {
+        const model = await this.#connectTo(target);
+        if (this.closed) {
+          await model.close().catch(() => undefined);
+          return;
         }
+        this.#current = index;
+        this.#attach(model, target);
+        return;
+      } catch (err) {
+        this.#current = index;
+        const reason = describeConnectError(err, target);
+        errors.push(`${displayTarget(target)}: ${reason}`);
+        this.logger.warn('broker connection attempt failed', { target: displayTarget(target), round, reason });
       }
-      if (attempt < attempts) await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 5000)));
     }
-    const tried = this.urls.map(redactUrl);
-    throw new PostageError('POSTAGE_ERR_BROKER_UNREACHABLE', `broker unreachable at ${tried.join(', ')} (${errors.at(-1) ?? 'no attempt'})`, {
-      urls: tried,
-    });
+    if (this.closed) return;
+    const initial = this.generation === 0;
+    const attempts = Math.max(1, this.options.connectAttempts ?? 1);
+    if (initial && round >= attempts) {
+      const tried = this.targets.map(displayTarget);
+      const err = new PostageError('POSTAGE_ERR_BROKER_UNREACHABLE', `broker unreachable at ${tried.join(', ')} (${errors.at(-1) ?? 'no attempt'})`, { urls: tried });
+      this.#to('idle'); // a later ready() tries again
+      this.#settleWaiting(err);
+      return;
+    }
+    if (!initial && this.options.reconnect === false) {
+      this.#fail(new Error(`lost the broker connection and reconnect is off (${errors.at(-1) ?? ''})`));
+      return;
+    }
+    const delay = this.#backoff(round);
+    this.logger.info('broker unreachable: trying every node again', { inMs: delay, round: round + 1, nodes: this.targets.length });
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#round(round + 1);
+    }, delay);
   }
 
-  private attach(model: RecoveringChannelModel, url: string): void {
-    this.model = model;
-    this.urlInUse = url;
+  #backoff(round: number): number {
+    const initial = this.options.reconnectDelay?.initial ?? 100;
+    const max = this.options.reconnectDelay?.max ?? 5000;
+    return Math.round(Math.min(max, initial * 2 ** (round - 1)) * (0.8 + Math.random() * 0.4));
+  }
+
+  #connectTo(target: BrokerTarget): Promise<ChannelModel> {
+    const tls = target.tls;
+    const socket: Record<string, unknown> = {
+      noDelay: true,
+      timeout: this.options.connectTimeout ?? 5000,
+      clientProperties: { connection_name: this.options.clientName ?? `postage ${process.pid}` },
+      credentials: tls?.external ? amqp.credentials.external() : amqp.credentials.plain(target.user, target.password),
+    };
+    if (tls) {
+      // Read at each connection: a rotated certificate is picked up by the next reconnect.
+      if (tls.ca !== undefined) socket['ca'] = (typeof tls.ca === 'string' ? [tls.ca] : [...tls.ca]).map((f) => readFileSync(f));
+      if (tls.cert !== undefined) socket['cert'] = readFileSync(tls.cert);
+      if (tls.key !== undefined) socket['key'] = readFileSync(tls.key);
+      if (tls.servername !== undefined) socket['servername'] = tls.servername;
+      socket['rejectUnauthorized'] = true; // never accept an unverified broker, whatever the environment says
+    }
+    const url = {
+      protocol: target.protocol,
+      hostname: target.hostname,
+      port: target.port,
+      vhost: target.vhost,
+      heartbeat: target.heartbeat ?? this.options.heartbeat ?? 10,
+      ...(target.frameMax !== undefined ? { frameMax: target.frameMax } : {}),
+      ...(target.channelMax !== undefined ? { channelMax: target.channelMax } : {}),
+    };
+    return amqp.connect(url, socket);
+  }
+
+  #attach(model: ChannelModel, target: BrokerTarget): void {
+    this.#model = model;
     this.generation++;
-    this.logger.debug('connected to broker', { url: redactUrl(url) });
-    model.on('connect', () => {
-      this.generation++;
-      this.logger.info('reconnected to broker', { url: redactUrl(url), generation: this.generation });
-      this.emit('reconnect', this.generation);
-    });
-    model.on('disconnect', (err: Error) => {
-      this.logger.warn('lost the broker connection', { url: redactUrl(url), reason: err.message });
-      this.emit('disconnect', err);
-    });
-    model.on('reconnect-failed', (err: Error) => {
-      this.logger.error('gave up reconnecting to the broker', { url: redactUrl(url), reason: err.message });
-      this.emit('failed', err);
-    });
+    this.blocked = false;
+    this.#to('connected');
+    const shown = displayTarget(target);
+    if (this.generation === 1) this.logger.debug('connected to broker', { url: shown });
+    else this.logger.info('reconnected to broker', { url: shown, generation: this.generation });
+    model.on('close', (err?: Error) => this.#onLost(model, err));
+    // Without a listener an 'error' event would throw; the 'close' that follows drives reconnection.
+    model.on('error', (err: Error) => this.logger.warn('broker connection error', { reason: err.message }));
     model.on('blocked', (reason: string) => {
       this.blocked = true;
       this.logger.warn('broker blocks publishing', { reason });
+      this.emit('blocked', true, reason);
     });
     model.on('unblocked', () => {
       this.blocked = false;
       this.logger.info('broker unblocked publishing');
+      this.emit('blocked', false);
     });
-    // Without a listener an 'error' event would throw; the close that follows drives recovery.
-    model.on('error', (err: Error) => this.logger.warn('broker connection error', { reason: err.message }));
+    this.#declared.clear();
+    this.#settleWaiting(model);
+    this.emit('connect', this.generation, shown);
+    if (this.generation > 1) this.emit('reconnect', this.generation);
+  }
+
+  #onLost(model: ChannelModel, err: Error | undefined): void {
+    if (this.#model !== model || this.#state === 'closed') return;
+    this.#model = undefined;
+    const error = err ?? new Error('connection closed');
+    this.logger.warn('lost the broker connection', { url: this.displayUrl, reason: error.message });
+    if (this.blocked) {
+      this.blocked = false;
+      this.emit('blocked', false);
+    }
+    this.#to('reconnecting');
+    this.emit('disconnect', error);
+    void this.#round(1);
+  }
+
+  #settleWaiting(result: ChannelModel | Error): void {
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    if (!waiting) return;
+    if (result instanceof Error) {
+      waiting.promise.catch(() => undefined);
+      waiting.reject(result);
+    } else waiting.resolve(result);
+  }
+
+  #fail(err: Error): void {
+    this.logger.error('gave up on the broker connection', { reason: err.message });
+    this.emit('failed', err);
+    void this.close('broker lost');
   }
 
   /** Closes the connection (idempotent; concurrent callers share one promise). */
   close(reason = 'closed'): Promise<void> {
-    this.closedReason ??= reason;
-    this.closing ??= (async () => {
-      const pending = this.opening;
-      const model = this.model ?? (await pending?.catch(() => undefined));
-      this.model = undefined;
+    this.#closing ??= (async () => {
+      this.#closeReason = reason;
+      this.#to('closed');
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#settleWaiting(new ClosedError('connection', reason));
+      const model = this.#model;
+      this.#model = undefined;
       this.emit('close', reason);
+      await this.#replyLanes?.close(reason);
+      await this.#publisher?.close(reason);
       if (model) await model.close().catch(() => undefined);
     })();
-    return this.closing;
+    return this.#closing;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -277,3 +414,38 @@ export class Connection extends EventEmitter {
   }
 }
 brand(Connection, 'Connection');
+
+const warned = new Set<string>();
+
+/** Node's standard deprecation channel, once per variable per process (shown on stderr unless --no-deprecation). */
+function warnDeprecated(warnings: readonly string[]): void {
+  for (const w of warnings) {
+    if (warned.has(w)) continue;
+    warned.add(w);
+    process.emitWarning(w, { type: 'DeprecationWarning', code: 'POSTAGE_DEP_ENV' });
+  }
+}
+
+/** TLS verification failures Node reports, by code. */
+const TLS_CODES = new Set([
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_REVOKED',
+  'EPROTO',
+]);
+
+/** A failed attempt, said clearly: a refused TLS verification names itself as such. */
+function describeConnectError(err: unknown, target: BrokerTarget): string {
+  const e = err as NodeJS.ErrnoException;
+  const message = e?.message ?? String(err);
+  if (target.protocol === 'amqps' && (TLS_CODES.has(String(e?.code)) || /certificate|SSL|TLS/i.test(message))) {
+    return `TLS refused, not connected (no plaintext fallback): ${message}${e?.code ? ` (${e.code})` : ''}`;
+  }
+  return message;
+}

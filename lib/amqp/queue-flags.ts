@@ -1,5 +1,5 @@
 import type { Options } from 'amqplib';
-import { invalidArgument } from '../errors.js';
+import { invalidArgument, PostageError } from '../errors.js';
 
 /**
  * Queue flags as Python wrote them (`auto_delete`, `durable`, `exclusive`, `arguments`)
@@ -43,4 +43,41 @@ export function normalizeQueue(spec: QueueSpec): { name: string; passive: boolea
   if (f.deadLetterRoutingKey !== undefined) options.deadLetterRoutingKey = f.deadLetterRoutingKey;
   if (f.maxLength !== undefined) options.maxLength = f.maxLength;
   return { name: spec.name, passive: f.passive ?? false, options };
+}
+
+/** How a queue's flags read in an error: `durable, not auto-delete, arguments {…}`. @internal */
+export function describeFlags(options: Options.AssertQueue): string {
+  const parts = [options.durable === false ? 'not durable' : 'durable', options.autoDelete ? 'auto-delete' : 'not auto-delete'];
+  if (options.exclusive) parts.push('exclusive');
+  const args = { ...(options.arguments ?? {}) } as Record<string, unknown>;
+  for (const [k, v] of [
+    ['x-expires', options.expires],
+    ['x-message-ttl', options.messageTtl],
+    ['x-dead-letter-exchange', options.deadLetterExchange],
+    ['x-dead-letter-routing-key', options.deadLetterRoutingKey],
+    ['x-max-length', options.maxLength],
+  ] as const) {
+    if (v !== undefined) args[k] = v;
+  }
+  parts.push(Object.keys(args).length > 0 ? `arguments ${JSON.stringify(args)}` : 'no arguments');
+  return parts.join(', ');
+}
+
+/**
+ * The broker refused to declare a queue because it exists with other flags (406
+ * PRECONDITION_FAILED): an error naming the queue, the flag that differs, both values, and
+ * every flag declared here. Anything else is returned as it is. @internal
+ */
+export function explainDeclareError(err: unknown, name: string, options: Options.AssertQueue): unknown {
+  if ((err as { code?: unknown })?.code !== 406) return err;
+  const text = (err as Error).message;
+  const m = /inequivalent arg '([^']+)' for queue '(?:[^'\\]|\\.)*' in vhost '(?:[^'\\]|\\.)*': received (.+?) but current is (.+?)"?$/.exec(text);
+  const arg = m?.[1];
+  const difference = m ? `the broker: '${arg}' is ${m[3]} on the queue, ${m[2]} here` : text;
+  return new PostageError(
+    'POSTAGE_ERR_TOPOLOGY',
+    `queue '${name}' exists with other flags than the ones declared here (406 PRECONDITION_FAILED; ${difference}). Declared here: ${describeFlags(options)}`,
+    { queue: name, arg, declared: m?.[2], current: m?.[3] },
+    { cause: err },
+  );
 }

@@ -149,3 +149,101 @@ export function groupBindings(id: Identity, group: string, options: TopologyOpti
 export function uniqueQueueSpec(id: Identity, options: TopologyOptions = {}): QueueSpec {
   return spec(addressesOf(id).uid, queueFlags('unique', id.name, options));
 }
+
+/** The forms of a routing key (docs/addressing.md). */
+export type KeyForm = 'N' | 'N/rr' | '@H' | 'N@H' | 'N@H/rr' | 'P@H' | 'N:P@H' | 'N#G' | 'N#G/rr' | 'daemons';
+
+/** A routing key read against the addressing grammar. */
+export interface ParsedKey {
+  form: KeyForm;
+  /**
+   * `fanout`: every application the key reaches gets a copy (`N`, `@H`, `N@H`, `P@H`, `N#G`,
+   * `#daemons`); `single`: one consumer gets it (round robin, or exactly one instance).
+   */
+  reach: 'fanout' | 'single';
+  name?: string;
+  host?: string;
+  pid?: string;
+  group?: string;
+}
+
+const NAME = '[^@#/:\\s]+';
+const KEY_FORMS: ReadonlyArray<[RegExp, KeyForm]> = [
+  [new RegExp(`^(?<name>${NAME})/rr$`), 'N/rr'],
+  [new RegExp(`^(?<name>${NAME})@(?<host>${NAME})/rr$`), 'N@H/rr'],
+  [new RegExp(`^(?<name>${NAME})#(?<group>${NAME})/rr$`), 'N#G/rr'],
+  [new RegExp(`^(?<name>${NAME}):(?<pid>\\d+)@(?<host>${NAME})$`), 'N:P@H'],
+  [new RegExp(`^(?<name>${NAME})$`), 'N'],
+  [new RegExp(`^@(?<host>${NAME})$`), '@H'],
+  [new RegExp(`^(?<pid>\\d+)@(?<host>${NAME})$`), 'P@H'],
+  [new RegExp(`^(?<name>${NAME})@(?<host>${NAME})$`), 'N@H'],
+  [new RegExp(`^(?<name>${NAME})#(?<group>${NAME})$`), 'N#G'],
+];
+
+const SINGLE: ReadonlySet<KeyForm> = new Set(['N/rr', 'N@H/rr', 'N#G/rr', 'N:P@H']);
+
+/**
+ * Reads a routing key: its form, how many it reaches, and its parts. Returns `undefined` for
+ * a string that is none of the forms (a numeric name is read as a process id before `@`).
+ */
+export function parseKey(key: string): ParsedKey | undefined {
+  if (key === DAEMON_DISCOVERY_KEY) return { form: 'daemons', reach: 'fanout' };
+  if (Buffer.byteLength(key) > 255) return undefined; // AMQP's limit for a routing key
+  for (const [re, form] of KEY_FORMS) {
+    const m = re.exec(key);
+    if (!m) continue;
+    const parsed: ParsedKey = { form, reach: SINGLE.has(form) ? 'single' : 'fanout' };
+    for (const part of ['name', 'host', 'pid', 'group'] as const) {
+      const v = m.groups?.[part];
+      if (v !== undefined) parsed[part] = v;
+    }
+    return parsed;
+  }
+  return undefined;
+}
+
+/**
+ * Whether a key reaches several applications of one process: only `P@H` (the whole process)
+ * and `@H` (the whole host) do; every other key reaches at most one application per process.
+ * A daemon's own application binds both, so a command on them is the daemon's to act on.
+ */
+export function reachesWholeProcess(key: string): boolean {
+  const form = parseKey(key)?.form;
+  return form === 'P@H' || form === '@H';
+}
+
+/** A queue of the addressing model read from its name, with the flags its topology mode gives it. */
+export interface QueueRole {
+  kind: 'shared' | 'unique' | 'group' | 'dead-letter';
+  /** The application it belongs to. */
+  app: string;
+  /** Its flags in that mode (`undefined`: declared without flags). */
+  flags: QueueFlags | undefined;
+}
+
+/**
+ * What a queue is, from its name, and the flags the topology `options` give it: `N`, `N@H`
+ * (shared), `N#G` (group), `N:P@H` (an instance's own), `postage.dead-letter.N`, and in the
+ * `postage` mode `P@H` (Python Postage's own queue). `undefined` for a name that is none.
+ */
+export function queueRole(name: string, options: TopologyOptions = {}): QueueRole | undefined {
+  if (name.startsWith(`${DEAD_LETTER_EXCHANGE}.`)) {
+    const app = name.slice(DEAD_LETTER_EXCHANGE.length + 1);
+    return app ? { kind: 'dead-letter', app, flags: { durable: true } } : undefined;
+  }
+  const parsed = parseKey(name);
+  switch (parsed?.form) {
+    case 'N':
+    case 'N@H':
+      return { kind: 'shared', app: parsed.name as string, flags: queueFlags('shared', parsed.name as string, options) };
+    case 'N#G':
+      return { kind: 'group', app: parsed.name as string, flags: queueFlags('group', parsed.name as string, options) };
+    case 'N:P@H':
+      return { kind: 'unique', app: parsed.name as string, flags: queueFlags('unique', parsed.name as string, options) };
+    case 'P@H':
+      // Python Postage named an instance's own queue P@H; here P@H is only a key.
+      return (options.mode ?? 'durable') === 'postage' ? { kind: 'unique', app: name, flags: { auto_delete: true } } : undefined;
+    default:
+      return undefined;
+  }
+}

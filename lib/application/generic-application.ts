@@ -1,4 +1,4 @@
-import { brand } from '../errors.js';
+import { brand, PostageError, RejectMessage } from '../errors.js';
 import { Connection } from '../amqp/connection.js';
 import { Exchange } from '../amqp/exchange.js';
 import type { QueueSpec } from '../amqp/queue-flags.js';
@@ -33,10 +33,10 @@ export class DeadLetterExchange extends Exchange {
 }
 
 /** Options of `new GenericApplication()`. */
-export interface ApplicationOptions extends Omit<ProcessorOptions, 'fingerprint' | 'eqk' | 'deadLetter'> {
+export interface ApplicationOptions extends Omit<ProcessorOptions, 'fingerprint' | 'eqk' | 'deadLetter' | 'declareOnly'> {
   /** Default: `static appName`, else the class name. */
   name?: string;
-  /** Default: `POSTAGE_HOSTNAME`, else the OS host name. */
+  /** Default: the connection's identity (`POSTAGE_HOSTNAME`, else the OS host name). */
   host?: string;
   /** Default: `process.pid`. Mostly for tests. */
   pid?: number;
@@ -77,13 +77,14 @@ export class GenericApplication extends MessageProcessor {
       name,
       type: 'application',
       vhost: connection.vhost,
-      ...(options.host ? { host: options.host } : {}),
+      host: options.host || connection.identity.host,
       ...(options.pid ? { pid: options.pid } : {}),
     });
     checkName('host', fingerprint.host);
     const groups = [...(options.groups ?? statics.groups)].map((g) => checkName('group', g));
     const id = { name, host: fingerprint.host, pid: fingerprint.pid };
     const topology = options.topology ?? {};
+    const dlq = { name: deadLetterQueue(name), flags: { durable: true } };
     super({
       ...options,
       connection,
@@ -94,7 +95,9 @@ export class GenericApplication extends MessageProcessor {
           [...applicationBindings(id, groups, topology), ...(options.extraKeys ?? []).map((key): [QueueSpec, string] => [uniqueQueueSpec(id, topology), key])],
         ],
       ],
-      deadLetter: { exchange: DeadLetterExchange, routingKey: name },
+      // Declared again with the rest at every re-open of the channel, and when found missing.
+      declareOnly: [[DeadLetterExchange, [[dlq, name]]]],
+      deadLetter: { exchange: DeadLetterExchange, routingKey: name, queue: dlq },
     });
     this.name = name;
     this.host = fingerprint.host;
@@ -113,16 +116,6 @@ export class GenericApplication extends MessageProcessor {
     return this.consumer.queueNames;
   }
 
-  /** Declares the dead-letter queue, then starts consuming. */
-  override async create(): Promise<void> {
-    const ch = await this.consumer.getChannel();
-    await DeadLetterExchange.declare(ch);
-    const dlq = deadLetterQueue(this.name);
-    await ch.assertQueue(dlq, { durable: true });
-    await ch.bindQueue(dlq, DeadLetterExchange.name, this.name);
-    await super.create();
-  }
-
   /** Joins a group at run time: binds `N#G` to the unique queue (fan-out only, as in Python). */
   async joinGroup(group: string): Promise<void> {
     checkName('group', group);
@@ -139,6 +132,7 @@ export class GenericApplication extends MessageProcessor {
    * other members still use it.
    */
   async leaveGroup(group: string): Promise<void> {
+    checkName('group', group);
     if (!this.groups.includes(group)) return;
     const statics = this.constructor as typeof GenericApplication;
     await this.consumer.queueUnbind(statics.exchangeClass, uniqueQueueSpec(this.identity, this.topology), groupKey(this.name, group)).catch(() => undefined);
@@ -146,6 +140,17 @@ export class GenericApplication extends MessageProcessor {
     if (this.consumer.queueNames.includes(shared)) await this.consumer.stopConsuming(shared);
     this.groups = this.groups.filter((g) => g !== group);
     this.logger.info('left group', { group });
+  }
+
+  /** A queue refused for its flags: say which topology mode declared them, and which one Python Postage's are. */
+  protected override explainStartError(error: unknown): unknown {
+    if (!(error instanceof PostageError) || error.code !== 'POSTAGE_ERR_TOPOLOGY') return error;
+    const mode = this.topology.mode ?? 'durable';
+    const hint =
+      mode === 'durable'
+        ? "This application uses topology mode 'durable' (durable, expiring, dead-lettered queues); a queue that is not durable and auto-delete was declared by Python Postage 1.2.1, or in topology mode 'postage'"
+        : "This application uses topology mode 'postage' (Python Postage 1.2.1's flags: not durable, auto-delete); a durable queue with arguments was declared in topology mode 'durable'";
+    return new PostageError('POSTAGE_ERR_TOPOLOGY', `${error.message}. ${hint}`, { ...error.details, mode }, { cause: error.cause });
   }
 
   /** On `quit` the unique queue goes with the application; on restart it stays for the next generation. */
@@ -159,13 +164,25 @@ export class GenericApplication extends MessageProcessor {
   }
 
   @MessageHandler('command', 'join_group')
-  async msgJoinGroup(content: { parameters?: { group_name?: unknown } }): Promise<void> {
-    await this.joinGroup(String(content.parameters?.group_name));
+  async msgJoinGroup(content: { parameters?: unknown }): Promise<void> {
+    await this.joinGroup(groupNameOf(content, 'join_group'));
   }
 
   @MessageHandler('command', 'leave_group')
-  async msgLeaveGroup(content: { parameters?: { group_name?: unknown } }): Promise<void> {
-    await this.leaveGroup(String(content.parameters?.group_name));
+  async msgLeaveGroup(content: { parameters?: unknown }): Promise<void> {
+    await this.leaveGroup(groupNameOf(content, 'leave_group'));
   }
 }
 brand(GenericApplication, 'GenericApplication');
+
+/** `parameters.group_name` of a join/leave command; a missing or unusable one rejects the message (dead-lettered, named). */
+function groupNameOf(content: { parameters?: unknown }, command: string): string {
+  const p = content.parameters;
+  const name = p !== null && typeof p === 'object' ? (p as Record<string, unknown>)['group_name'] : undefined;
+  try {
+    if (typeof name !== 'string') throw new Error(`parameters.group_name is missing (got ${JSON.stringify(p) ?? 'nothing'})`);
+    return checkName('group_name', name);
+  } catch (err) {
+    throw new RejectMessage(`${command}: ${(err as Error).message}`);
+  }
+}

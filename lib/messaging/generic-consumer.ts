@@ -1,8 +1,9 @@
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { brand, ClosedError } from '../errors.js';
 import { Connection } from '../amqp/connection.js';
+import { ChannelOwner } from '../amqp/channel-owner.js';
 import type { ExchangeClass } from '../amqp/exchange.js';
-import { normalizeQueue, type QueueSpec } from '../amqp/queue-flags.js';
+import { explainDeclareError, normalizeQueue, type QueueSpec } from '../amqp/queue-flags.js';
 import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { childLogger, type Logger } from '../logger.js';
 import { AckBatcher } from './ack-batcher.js';
@@ -14,6 +15,8 @@ export type ExchangeQueueKeys = ReadonlyArray<readonly [ExchangeClass, ReadonlyA
 export interface ConsumerOptions {
   /** Replaces the class-level `eqk` when given and not empty. */
   eqk?: ExchangeQueueKeys;
+  /** Queues declared and bound on every (re)open but not consumed (e.g. a dead-letter queue). */
+  declareOnly?: ExchangeQueueKeys;
   /** Default: `Connection.shared()`. */
   connection?: Connection;
   /** Unacknowledged messages the broker may push at once. Default: 50 (Python fixed it at 1). */
@@ -36,16 +39,31 @@ export interface Delivery {
   reject(requeue: boolean): void;
 }
 
+/**
+ * Where a consumer is:
+ * - `idle`: not started;
+ * - `consuming`: its channel is open and every queue has a consumer;
+ * - `recovering`: its channel was lost (or a re-declaration failed); a new one is being
+ *   opened, with backoff, until it works;
+ * - `cancelled`: no more deliveries; the channel stays open for the acks of those in flight;
+ * - `failed`: the first start failed (nothing is retried);
+ * - `closed`: final.
+ */
+export type ConsumerState = 'idle' | 'consuming' | 'recovering' | 'cancelled' | 'failed' | 'closed';
+
 interface Binding {
   exchange: ExchangeClass;
   queue: QueueSpec;
   key: string;
+  consume: boolean;
 }
 
 /**
  * A consumer with its own channel (Python's `GenericConsumer`). Queues and bindings come
- * from `eqk`; `queueBind` / `queueUnbind` change them at run time. After a reconnect the
- * consumer opens a new channel, declares everything again and resumes consuming.
+ * from `eqk`; `queueBind` / `queueUnbind` change them at run time. Its channel is held by a
+ * {@link ChannelOwner}: whenever it is lost (a channel error, the connection, a queue
+ * deleted under it) a new one is opened with backoff, and every queue, binding and
+ * dead-letter queue is declared again before consuming resumes.
  */
 export class GenericConsumer {
   /** Default bindings. Default: none. */
@@ -55,50 +73,21 @@ export class GenericConsumer {
   readonly encoder: Encoder;
   readonly prefetch: number;
   readonly logger: Logger;
-  private readonly bindings: Binding[] = [];
-  /** Queue names, in declaration order, each consumed once. */
-  private readonly queues = new Map<string, QueueSpec>();
-  private readonly consumerTags = new Map<string, string>();
-  private channel: Channel | undefined;
-  private acks: AckBatcher | undefined;
-  private setup: Promise<Channel> | undefined;
-  private onDelivery: ((d: Delivery) => void) | undefined;
-  private closedReason: string | undefined;
   /** Channels lost and opened again (connection loss, a channel error, a deleted queue). */
   reopens = 0;
-  private reopenAttempt = 0;
-  private reopenTimer: NodeJS.Timeout | undefined;
-  private readonly onReconnect = (): void => this.resume();
-
-  /**
-   * Opens a channel again and resumes consuming, unless one is being opened already (the
-   * channel's own close and the connection's reconnect both ask; only one channel results).
-   */
-  private resume(): void {
-    if (this.closedReason || !this.onDelivery || this.setup) return;
-    clearTimeout(this.reopenTimer);
-    this.reopenTimer = undefined;
-    this.open().then(
-      () => {
-        this.reopens++;
-        this.reopenAttempt = 0;
-        this.logger.info('consuming again', { queues: this.queueNames });
-      },
-      (err: unknown) => {
-        this.logger.error('could not resume consuming; retrying', { reason: (err as Error).message });
-        this.scheduleResume();
-      },
-    );
-  }
-
-  private scheduleResume(): void {
-    if (this.closedReason || this.reopenTimer) return;
-    const delay = Math.min(100 * 2 ** this.reopenAttempt++, 5000);
-    this.reopenTimer = setTimeout(() => {
-      this.reopenTimer = undefined;
-      this.resume();
-    }, delay);
-  }
+  /** Why the last (re)open failed, while `recovering`. */
+  lastError: string | undefined;
+  readonly #bindings: Binding[] = [];
+  /** Queue names consumed, in declaration order. */
+  readonly #queues = new Set<string>();
+  /** Consumer tags of the current channel, by queue. */
+  readonly #tags = new Map<string, string>();
+  readonly #owner: ChannelOwner<Channel>;
+  #acks: AckBatcher | undefined;
+  #state: ConsumerState = 'idle';
+  #onDelivery: ((d: Delivery) => void) | undefined;
+  #closing: Promise<void> | undefined;
+  #closeReason: string | undefined;
 
   constructor(options: ConsumerOptions = {}) {
     this.connection = options.connection ?? Connection.shared();
@@ -107,65 +96,68 @@ export class GenericConsumer {
     this.logger = childLogger(options.logger ?? this.connection.logger, { consumer: this.constructor.name });
     const eqk = options.eqk && options.eqk.length > 0 ? options.eqk : (this.constructor as typeof GenericConsumer).eqk;
     this.addEqk(eqk);
-    this.connection.on('reconnect', this.onReconnect);
+    for (const [exchange, qks] of options.declareOnly ?? []) for (const [queue, key] of qks) this.#remember({ exchange, queue, key, consume: false });
+    this.#owner = new ChannelOwner<Channel>(this.connection, {
+      name: `consumer ${this.constructor.name}`,
+      keepOpen: true,
+      logger: this.logger,
+      setup: (ch, generation) => this.#setup(ch, generation),
+    });
+    this.#owner.on('open', (ch, generation) => this.#onOpen(ch, generation));
+    this.#owner.on('lost', (generation, reason) => this.#onLost(generation, reason));
+    this.#owner.on('failed', (reason) => {
+      // A re-open that failed (the connection dropped again, a refused declaration): the
+      // owner tries again with backoff; status shows why meanwhile.
+      this.lastError = reason;
+      if (this.#state === 'consuming') this.#to('recovering');
+    });
   }
 
-  /** Adds bindings (declared on the next `start()`, or now if already started). */
+  get state(): ConsumerState {
+    return this.#state;
+  }
+
+  /** The only transition function of the consumer's state. */
+  #to(next: ConsumerState): void {
+    if (this.#state === 'closed') return;
+    this.#state = next;
+  }
+
+  /** Adds bindings (declared on the next `start()`, or at the next re-open if started). */
   addEqk(eqk: ExchangeQueueKeys): void {
-    for (const [exchange, qks] of eqk) for (const [queue, key] of qks) this.remember({ exchange, queue, key });
+    for (const [exchange, qks] of eqk) for (const [queue, key] of qks) this.#remember({ exchange, queue, key, consume: true });
   }
 
-  private remember(b: Binding): void {
+  #remember(b: Binding): void {
     const name = normalizeQueue(b.queue).name;
-    if (!this.queues.has(name)) this.queues.set(name, b.queue);
-    this.bindings.push(b);
+    const exists = this.#bindings.some((x) => x.exchange.name === b.exchange.name && x.key === b.key && normalizeQueue(x.queue).name === name);
+    if (!exists) this.#bindings.push(b);
+    if (b.consume) this.#queues.add(name);
   }
 
   /** Queue names this consumer reads. */
   get queueNames(): string[] {
-    return [...this.queues.keys()];
+    return [...this.#queues];
   }
 
-  /** Routing keys bound, per queue. */
-  get boundKeys(): Array<{ exchange: string; queue: string; key: string }> {
-    return this.bindings.map((b) => ({ exchange: b.exchange.name, queue: normalizeQueue(b.queue).name, key: b.key }));
+  /** The open channel, or the one being opened (for callers that must act on it). */
+  getChannel(): Promise<Channel> {
+    if (this.#closeReason !== undefined) return Promise.reject(new ClosedError('consumer', this.#closeReason));
+    return this.#owner.get();
   }
 
-  /** The channel in use; opens it and declares the topology if needed. */
-  async getChannel(): Promise<Channel> {
-    if (this.closedReason) throw new ClosedError('consumer', this.closedReason);
-    this.setup ??= this.declareAll();
-    return this.setup;
-  }
-
-  private async declareAll(): Promise<Channel> {
-    const ch = await this.connection.createChannel();
-    ch.on('error', (err: Error) => this.logger.warn('consumer channel error', { reason: err.message }));
-    const acks = new AckBatcher(ch);
-    ch.on('close', () => {
-      acks.discard();
-      if (this.channel === ch) {
-        this.channel = undefined;
-        this.acks = undefined;
-        this.setup = undefined;
-        this.consumerTags.clear();
-        // Not closed by us: a channel error or a lost connection. Consume again (with backoff);
-        // the broker redelivers whatever this channel had not acked.
-        if (!this.closedReason && this.onDelivery) {
-          this.logger.warn('consumer channel closed unexpectedly; opening a new one', { queues: this.queueNames });
-          this.scheduleResume();
-        }
-      }
-    });
+  /** Prefetch, every declaration and binding, then a consumer on every queue. */
+  async #setup(ch: Channel, generation: number): Promise<void> {
     await ch.prefetch(this.prefetch);
     const declared = new Set<string>();
-    for (const b of this.bindings) await this.declareBinding(ch, b, declared);
-    this.channel = ch;
-    this.acks = acks;
-    return ch;
+    for (const b of this.#bindings) await this.#declare(ch, b, declared);
+    this.#tags.clear();
+    this.#acks = new AckBatcher(ch);
+    if (!this.#onDelivery) return;
+    for (const name of this.#queues) await this.#consume(ch, generation, name);
   }
 
-  private async declareBinding(ch: Channel, b: Binding, declared: Set<string>): Promise<void> {
+  async #declare(ch: Channel, b: Binding, declared: Set<string>): Promise<void> {
     if (!declared.has(`x:${b.exchange.name}`)) {
       await b.exchange.declare(ch);
       declared.add(`x:${b.exchange.name}`);
@@ -173,53 +165,44 @@ export class GenericConsumer {
     const q = normalizeQueue(b.queue);
     if (!declared.has(`q:${q.name}`)) {
       if (q.passive) await ch.checkQueue(q.name);
-      else await ch.assertQueue(q.name, q.options);
+      else await ch.assertQueue(q.name, q.options).catch((err: unknown) => Promise.reject(explainDeclareError(err, q.name, q.options)));
       declared.add(`q:${q.name}`);
     }
     if (b.exchange.name !== '') await ch.bindQueue(q.name, b.exchange.name, b.key);
   }
 
-  /** Starts consuming every queue; `onDelivery` is called for each message. */
-  async start(onDelivery: (d: Delivery) => void): Promise<void> {
-    this.onDelivery = onDelivery;
-    await this.open();
-  }
-
-  private async open(): Promise<void> {
-    const ch = await this.getChannel();
-    for (const name of this.queues.keys()) await this.consumeQueue(ch, name);
-  }
-
-  private async consumeQueue(ch: Channel, name: string): Promise<void> {
-    const handler = this.onDelivery;
-    if (!handler || this.consumerTags.has(name)) return;
+  async #consume(ch: Channel, generation: number, name: string): Promise<void> {
+    const handler = this.#onDelivery;
+    if (!handler || this.#tags.has(name)) return;
     const { consumerTag } = await ch.consume(name, (msg) => {
       // A null message means the broker cancelled the consumer (e.g. the queue was deleted).
       if (!msg) {
-        this.consumerTags.delete(name);
-        this.logger.warn('consumer cancelled by the broker (queue deleted?): declaring and consuming again', { queue: name });
-        // Closing the channel starts the same path as any lost channel: a new one declares
-        // the topology again (the queue too) and consumes every queue.
-        if (this.channel === ch && !this.closedReason) ch.close().catch(() => undefined);
+        this.#tags.delete(name);
+        if (this.#owner.current === ch && this.#state === 'consuming') {
+          this.logger.warn('consumer cancelled by the broker (queue deleted?): declaring and consuming again', { queue: name });
+          // A new channel declares the topology again (the queue too) and consumes every queue.
+          this.#owner.reopen('the broker cancelled the consumer');
+        }
         return;
       }
-      const acks = this.acks;
-      if (this.channel !== ch || !acks) return; // a late delivery on a replaced channel: the broker redelivers it
+      const acks = this.#acks;
+      // A late delivery on a replaced channel: the broker redelivers it.
+      if (this.#owner.generation !== generation || !acks || this.#state === 'cancelled' || this.#state === 'closed') return;
       acks.track(msg);
-      handler(this.delivery(ch, acks, name, msg));
+      handler(this.#delivery(ch, generation, acks, name, msg));
     });
-    this.consumerTags.set(name, consumerTag);
+    this.#tags.set(name, consumerTag);
   }
 
-  private delivery(ch: Channel, acks: AckBatcher, queue: string, message: ConsumeMessage): Delivery {
+  #delivery(ch: Channel, generation: number, acks: AckBatcher, queue: string, message: ConsumeMessage): Delivery {
     let settled = false;
-    const alive = (): boolean => !settled && this.channel === ch;
-    const consumer = this;
+    const owner = this.#owner;
+    const alive = (): boolean => !settled && owner.current === ch && owner.generation === generation;
     return {
       message,
       queue,
       get stale(): boolean {
-        return consumer.channel !== ch;
+        return owner.current !== ch;
       },
       ack: () => {
         if (alive()) acks.ack(message);
@@ -232,67 +215,110 @@ export class GenericConsumer {
     };
   }
 
+  #onOpen(_ch: Channel, generation: number): void {
+    if (this.#state === 'recovering') {
+      this.reopens++;
+      this.lastError = undefined;
+      this.logger.info('consuming again', { queues: this.queueNames, channel: generation });
+      this.#to('consuming');
+    }
+  }
+
+  #onLost(_generation: number, reason: string): void {
+    this.#acks?.discard();
+    this.#acks = undefined;
+    this.#tags.clear();
+    if (this.#state === 'consuming') {
+      // Not closed by us: a channel error, a deleted queue or a lost connection. The owner
+      // opens a new channel (with backoff); the broker redelivers what this one had not acked.
+      this.logger.warn('consumer channel lost; opening a new one', { queues: this.queueNames, reason });
+      this.#to('recovering');
+    } else if (this.#state === 'cancelled') {
+      void this.#owner.close('cancelled');
+    }
+  }
+
+  /**
+   * Starts consuming every queue; `onDelivery` is called for each message. Rejects if the
+   * first channel cannot be set up (a refused declaration names the queue); after that,
+   * every loss is recovered by itself.
+   */
+  async start(onDelivery: (d: Delivery) => void): Promise<void> {
+    if (this.#closeReason !== undefined) throw new ClosedError('consumer', this.#closeReason);
+    this.#onDelivery = onDelivery;
+    try {
+      await this.#owner.get();
+    } catch (err) {
+      this.#to('failed');
+      this.lastError = (err as Error)?.message;
+      await this.#owner.close('start failed');
+      throw err;
+    }
+    this.#to('consuming');
+  }
+
   /** Declares a queue, binds it with `key` and consumes it if this consumer is started. */
   async queueBind(exchange: ExchangeClass, queue: QueueSpec, key: string): Promise<void> {
-    const b: Binding = { exchange, queue, key };
-    const ch = await this.getChannel();
-    if (!this.bindings.some((x) => x.exchange === exchange && x.key === key && normalizeQueue(x.queue).name === normalizeQueue(queue).name)) {
-      this.remember(b);
-    }
-    await this.declareBinding(ch, b, new Set());
-    await this.consumeQueue(ch, normalizeQueue(queue).name);
+    const b: Binding = { exchange, queue, key, consume: true };
+    // Declared on a channel of its own: a refusal must not kill the consuming channel.
+    await this.connection.withChannel((ch) => this.#declare(ch, b, new Set()));
+    this.#remember(b);
+    const ch = this.#owner.current;
+    if (ch && this.#state === 'consuming') await this.#consume(ch, this.#owner.generation, normalizeQueue(queue).name);
   }
 
   /** Removes a binding (the queue stays, and is still consumed). */
   async queueUnbind(exchange: ExchangeClass, queue: QueueSpec, key: string): Promise<void> {
     const name = normalizeQueue(queue).name;
-    const ch = await this.getChannel();
-    await ch.unbindQueue(name, exchange.name, key);
-    const i = this.bindings.findIndex((x) => x.exchange.name === exchange.name && x.key === key && normalizeQueue(x.queue).name === name);
-    if (i >= 0) this.bindings.splice(i, 1);
+    await this.connection.withChannel((ch) => ch.unbindQueue(name, exchange.name, key));
+    const i = this.#bindings.findIndex((x) => x.exchange.name === exchange.name && x.key === key && normalizeQueue(x.queue).name === name);
+    if (i >= 0) this.#bindings.splice(i, 1);
   }
 
-  /** Stops consuming one queue (its bindings stay, for the other consumers of a shared queue). */
+  /** Stops consuming one queue (its bindings stay at the broker, for the other consumers of a shared queue). */
   async stopConsuming(queue: string): Promise<void> {
-    this.queues.delete(queue);
-    for (let i = this.bindings.length - 1; i >= 0; i--) {
-      if (normalizeQueue(this.bindings[i]!.queue).name === queue) this.bindings.splice(i, 1);
+    this.#queues.delete(queue);
+    for (let i = this.#bindings.length - 1; i >= 0; i--) {
+      if (normalizeQueue(this.#bindings[i]!.queue).name === queue) this.#bindings.splice(i, 1);
     }
-    const tag = this.consumerTags.get(queue);
-    this.consumerTags.delete(queue);
-    if (tag !== undefined && this.channel) await this.channel.cancel(tag).catch(() => undefined);
+    const tag = this.#tags.get(queue);
+    this.#tags.delete(queue);
+    const ch = this.#owner.current;
+    if (tag !== undefined && ch) await ch.cancel(tag).catch(() => undefined);
   }
 
   /** Stops the broker from sending more messages; unacked ones stay with us until acked. */
   async cancel(): Promise<void> {
-    this.onDelivery = undefined;
-    const ch = this.channel;
-    const tags = [...this.consumerTags.values()];
-    this.consumerTags.clear();
-    if (!ch) return;
-    await Promise.all(tags.map((t) => ch.cancel(t).catch(() => undefined)));
+    if (this.#state === 'closed' || this.#state === 'cancelled') return;
+    this.#to('cancelled');
+    this.#onDelivery = undefined;
+    const ch = this.#owner.current;
+    const tags = [...this.#tags.values()];
+    this.#tags.clear();
+    if (ch) await Promise.all(tags.map((t) => ch.cancel(t).catch(() => undefined)));
+    else await this.#owner.close('cancelled'); // not consuming now: nothing to keep open
   }
 
-  /** Deletes a queue (used for an application's own queue when it quits). */
+  /** Deletes a queue (an application's own queue when it quits), after the pending acks. */
   async deleteQueue(name: string): Promise<void> {
-    const ch = this.channel;
-    this.acks?.flush();
-    if (ch) await ch.deleteQueue(name).catch(() => undefined);
+    this.#acks?.flush();
+    await this.connection.withChannel((ch) => ch.deleteQueue(name)).catch(() => undefined);
   }
 
-  /** Cancels, then closes the channel (idempotent). Unacked messages return to their queues. */
-  async close(reason = 'closed'): Promise<void> {
-    if (this.closedReason) return;
-    this.closedReason = reason;
-    clearTimeout(this.reopenTimer);
-    this.connection.off('reconnect', this.onReconnect);
-    await this.cancel();
-    const ch = this.channel;
-    this.acks?.flush();
-    this.channel = undefined;
-    this.acks = undefined;
-    this.setup = undefined;
-    if (ch) await ch.close().catch(() => undefined);
+  /**
+   * Cancels, sends the pending acks, then closes the channel. Idempotent; concurrent callers
+   * share one promise. Unacked messages return to their queues.
+   */
+  close(reason = 'closed'): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closeReason = reason;
+      await this.cancel();
+      this.#acks?.flush();
+      this.#acks = undefined;
+      this.#to('closed');
+      await this.#owner.close(reason);
+    })();
+    return this.#closing;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -6,9 +6,9 @@ import { Exchange, type ExchangeClass } from '../amqp/exchange.js';
 import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
 import { Message, MessageCommand, RpcCommand, type MessageBody, type MessageResult } from '../wire/message.js';
+import { isControl, signBody } from '../wire/signature.js';
 import { childLogger, debugEnabled, type Logger } from '../logger.js';
-import { Publisher } from './publisher.js';
-import { RpcClient, type RpcRequest } from './rpc-client.js';
+import { fetchReply, rpcCall, rpcCollect, sendQueueOnly, type RpcRequest } from './rpc-client.js';
 
 /** A list of (exchange, routing key) pairs. */
 export type ExchangeKeys = ReadonlyArray<readonly [ExchangeClass, string]>;
@@ -50,9 +50,20 @@ function isOptions(value: unknown): value is RpcOptions {
   return keys.length > 0 && keys.every((k) => OPTION_KEYS.has(k));
 }
 
+/** What a send tells once the broker has confirmed it. */
+export interface SendResult {
+  /** True when every (exchange, key) pair reached at least one queue. */
+  routed: boolean;
+  /** The pairs no queue was bound to: the broker dropped the message there (fan-out keys with no listener). */
+  unroutable: Array<{ exchange: string; key: string }>;
+}
+
+/** Header carrying the time a message was sent (ms since the epoch): control commands older than a generation are already satisfied. */
+export const SENT_AT_HEADER = 'x-postage-sent-at';
+
 /** `message_<name>` / `rpc_<name>` methods, resolved at run time as Python's `__getattr__` did. */
 export interface MagicMethods {
-  [key: `message_${string}`]: (...args: any[]) => Promise<void>;
+  [key: `message_${string}`]: (...args: any[]) => Promise<SendResult>;
   /** Resolves to the reply; with `_queue_only: true`, to the reply queue's name (a string). */
   [key: `rpc_${string}`]: (...args: any[]) => Promise<MessageResult<any>>;
 }
@@ -81,7 +92,7 @@ export class GenericProducer {
   constructor(options: ProducerOptions = {}) {
     this.connection = options.connection ?? Connection.shared();
     this.encoder = options.encoder ?? new JsonEncoder();
-    this.fingerprint = { ...new Fingerprint({ vhost: this.connection.vhost }).asDict(), ...stringValues(options.fingerprint ?? {}) };
+    this.fingerprint = { ...new Fingerprint({ vhost: this.connection.vhost, host: this.connection.identity.host }).asDict(), ...stringValues(options.fingerprint ?? {}) };
     this.logger = childLogger(options.logger ?? this.connection.logger, { producer: this.constructor.name });
     return new Proxy(this, {
       get(target, prop, receiver) {
@@ -123,10 +134,12 @@ export class GenericProducer {
 
   /**
    * Every send gets its own AMQP `message_id` (shared by the copies sent to several pairs), so
-   * a receiver can tell two identical commands apart and act on a control command once.
+   * a receiver can tell two identical commands apart and act on a control command once, and
+   * the time it was sent (ms), so a restart sent before a generation started is known as done.
    */
   private publishOptions(): Options.Publish {
-    return { contentType: this.encoder.contentType, persistent: true, messageId: randomUUID() };
+    const now = Date.now();
+    return { contentType: this.encoder.contentType, persistent: true, messageId: randomUUID(), timestamp: Math.floor(now / 1000), headers: { [SENT_AT_HEADER]: now } };
   }
 
   private encode(message: Message): Buffer {
@@ -135,47 +148,75 @@ export class GenericProducer {
     return this.encoder.encode(message.body);
   }
 
-  /** Publishes a message to every (exchange, key) pair; resolves once the broker confirmed it. */
-  async send(message: Message, options: SendOptions = {}): Promise<void> {
+  /**
+   * Publishes a message to every (exchange, key) pair; resolves once the broker confirmed it,
+   * saying whether each pair reached a queue (messages are `mandatory`: an unroutable one is
+   * reported, not silently counted as delivered). With signing configured on the connection,
+   * a control command is signed for each key it goes to.
+   */
+  async send(message: Message, options: SendOptions = {}): Promise<SendResult> {
+    const signing = this.connection.signing;
+    if (signing && isControl(message.body)) {
+      message.setFingerprint(this.fingerprint);
+      const pairs = this.resolveEks(options);
+      const contents = pairs.map(([, key]) => {
+        const body = { ...message.body, _reserved: { ...message.body._reserved } };
+        signBody(body, key, signing.secrets);
+        return this.encoder.encode(body);
+      });
+      return this.publishPairs(pairs, contents);
+    }
     const content = this.encode(message);
-    await this.forwardEncoded(content, options);
+    return this.forwardEncoded(content, options);
   }
 
   /** `message_<name>(parameters)` without the magic. */
-  sendCommand(name: string, parameters: unknown = {}, options: SendOptions = {}): Promise<void> {
+  sendCommand(name: string, parameters: unknown = {}, options: SendOptions = {}): Promise<SendResult> {
     return this.send(new MessageCommand(name, parameters), options);
   }
 
   /** Sends a generic `Message(args, kwds)` (Python's `producer.message(*args, **kwds)`). */
-  message(args: readonly unknown[] = [], kwds: Record<string, unknown> = {}, options: SendOptions = {}): Promise<void> {
+  message(args: readonly unknown[] = [], kwds: Record<string, unknown> = {}, options: SendOptions = {}): Promise<SendResult> {
     return this.send(new Message(args, kwds), options);
   }
 
   /** Re-publishes a raw body as it is (Python's `forward`). */
-  forward(body: MessageBody | Record<string, unknown>, options: SendOptions = {}): Promise<void> {
+  forward(body: MessageBody | Record<string, unknown>, options: SendOptions = {}): Promise<SendResult> {
     return this.forwardEncoded(this.encoder.encode(body), options);
   }
 
-  private async forwardEncoded(content: Buffer, options: SendOptions): Promise<void> {
-    const publisher = Publisher.for(this.connection);
+  private forwardEncoded(content: Buffer, options: SendOptions): Promise<SendResult> {
+    const pairs = this.resolveEks(options);
+    return this.publishPairs(pairs, pairs.map(() => content));
+  }
+
+  /** Publishes `contents[i]` to `pairs[i]`, all with one message id. */
+  private async publishPairs(pairs: ExchangeKeys, contents: readonly Buffer[]): Promise<SendResult> {
+    const publisher = this.connection.publisher;
     const publishOptions = this.publishOptions();
-    await Promise.all(this.resolveEks(options).map(([exchange, key]) => publisher.publish(exchange, key, content, publishOptions)));
+    const results = await Promise.all(pairs.map(([exchange, key], i) => publisher.publish(exchange, key, contents[i] as Buffer, publishOptions)));
+    const unroutable = pairs.filter((_, i) => !results[i]?.routed).map(([exchange, key]) => ({ exchange: exchange.name, key }));
+    if (unroutable.length > 0 && debugEnabled(this.logger)) this.logger.debug('no queue bound: the broker dropped the message', { unroutable });
+    return { routed: unroutable.length === 0, unroutable };
   }
 
   private request(message: Message, options: SendOptions): RpcRequest {
     const pair = this.resolveEks(options)[0];
     if (!pair) throw invalidArgument('eks', this.eks, 'is empty: an RPC needs a destination');
     const [exchange, key] = pair;
-    return { exchange, key, content: this.encode(message), contentType: this.encoder.contentType, what: `'${message.name}' on ${exchange.name || '(default)'}/${key}` };
-  }
-
-  private rpcClient(): RpcClient {
-    return RpcClient.for(this.connection, this.encoder);
+    return {
+      exchange,
+      key,
+      content: this.encode(message),
+      contentType: this.encoder.contentType,
+      headers: { [SENT_AT_HEADER]: Date.now() },
+      what: `'${message.name}' on ${exchange.name || '(default)'}/${key}`,
+    };
   }
 
   /** Python's `_queue_only`: sends the RPC and returns the reply queue's name; read it with `fetchResult`. */
   rpcQueue(message: Message, options: SendOptions = {}): Promise<string> {
-    return this.rpcClient().sendQueueOnly(this.request(message, options));
+    return sendQueueOnly(this.connection, this.request(message, options));
   }
 
   /**
@@ -188,7 +229,7 @@ export class GenericProducer {
     const retries = options._max_retry ?? statics.maxRetry;
     if (!(timeout > 0)) throw invalidArgument('_timeout', timeout, 'must be a positive number of seconds');
     if (!Number.isInteger(retries) || retries < 0) throw invalidArgument('_max_retry', retries, 'must be a whole number >= 0');
-    const result = await this.rpcClient().call(this.request(message, options), timeout * 1000, retries);
+    const result = await rpcCall(this.connection, this.request(message, options), { timeoutMs: timeout * 1000, maxRetry: retries, decoder: this.encoder });
     if (debugEnabled(this.logger)) this.logger.debug('<--', { body: result.body });
     return result;
   }
@@ -201,12 +242,12 @@ export class GenericProducer {
   /** Sends an RPC once and collects every reply within `timeout` seconds (fan-out keys). */
   rpcCollect(message: Message, options: SendOptions & { _timeout?: number; expect?: number } = {}): Promise<MessageResult[]> {
     const timeout = options._timeout ?? (this.constructor as typeof GenericProducer).rpcTimeout;
-    return this.rpcClient().collect(this.request(message, options), timeout * 1000, options.expect ?? Infinity);
+    return rpcCollect(this.connection, this.request(message, options), { timeoutMs: timeout * 1000, expect: options.expect ?? Infinity, decoder: this.encoder });
   }
 
   /** Reads the reply of a `_queue_only` RPC from its queue (Python's `consume_rpc`). */
   fetchResult(queue: string, timeout = (this.constructor as typeof GenericProducer).rpcTimeout): Promise<MessageResult> {
-    return this.rpcClient().fetch(queue, timeout * 1000);
+    return fetchReply(this.connection, queue, timeout * 1000, this.encoder);
   }
 }
 brand(GenericProducer, 'GenericProducer');

@@ -1,26 +1,23 @@
-import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { brand, FilterError, PostageError, RejectMessage } from '../errors.js';
+import { brand } from '../errors.js';
 import { Connection } from '../amqp/connection.js';
-import type { ExchangeClass } from '../amqp/exchange.js';
 import { GenericConsumer, type Delivery, type ExchangeQueueKeys } from '../messaging/generic-consumer.js';
-import { Publisher } from '../messaging/publisher.js';
+import { SENT_AT_HEADER } from '../messaging/generic-producer.js';
 import { MicroThread } from '../scheduler/micro-thread.js';
 import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
-import { errorToResult, Message, MessageResult, MessageResultError, validateBody, type MessageBody } from '../wire/message.js';
+import { MessageResultError, MessageResultException, type MessageBody } from '../wire/message.js';
+import { isControl, verifyBody, type SignatureRefusal } from '../wire/signature.js';
 import { childLogger, debugEnabled, type Logger } from '../logger.js';
+import { Dispatcher, type InvalidReason, type LoopHold, type Outcome } from './dispatcher.js';
 import { MessageHandler } from './handlers.js';
-import { buildHandlerTable, routeKey, type HandlerEntry, type HandlerTable } from './handler-table.js';
-import { isHandlerClass, type ReplyFunc } from './handler.js';
-import { getRestartHook } from './restart-hook.js';
+import { buildHandlerTable } from './handler-table.js';
 import { RateLimitedLog } from './rate-limited-log.js';
+import { RpcMemory } from './rpc-memory.js';
+import { Settlement, type DeadLetterTarget } from './settlement.js';
 
-/** Where failed messages go instead of vanishing. */
-export interface DeadLetterTarget {
-  exchange: ExchangeClass;
-  routingKey: string;
-}
+export type { DeadLetterTarget } from './settlement.js';
+export type { LoopHold } from './dispatcher.js';
 
 /** Options of `new MessageProcessor()`. */
 export interface ProcessorOptions {
@@ -36,8 +33,34 @@ export interface ProcessorOptions {
   concurrency?: number;
   /** How long `close()` waits for in-flight handlers, in ms. Default: 10000. */
   drainTimeout?: number;
+  /**
+   * Milliseconds a handler may run. Past it, a message is dead-lettered (reason `timeout`), an
+   * RPC is answered with a `TimeoutError` exception, and the processor goes on with the next
+   * message; the handler itself cannot be stopped and is left to finish. Default: 0 (no limit).
+   */
+  handlerTimeout?: number;
+  /** Tries a message whose handler throws gets in all before it is dead-lettered. Default: 1 (no retry). */
+  maxAttempts?: number;
+  /** Delay before each retry, in ms: doubles from `initial` up to `max`. Defaults: 100 and 5000. */
+  retryDelay?: { initial?: number; max?: number };
+  /**
+   * Milliseconds an RPC's answer is remembered by the request's `message_id`: a request sent
+   * again (its caller timed out and re-sent it) is answered again without running the handler
+   * twice. Python callers send no `message_id`, so theirs always run. Default: 60000; 0: off.
+   */
+  rpcDedupeWindow?: number;
   /** Failed and undecodable messages are published here with reason headers; otherwise rejected. */
   deadLetter?: DeadLetterTarget;
+  /** Queues declared (and bound) with the others, but not consumed. */
+  declareOnly?: ExchangeQueueKeys;
+  /**
+   * Answer an RPC only when its `reply_to` is a caller's reply queue: RabbitMQ's direct
+   * reply-to (`amq.rabbitmq.reply-to…`) or a server-named queue (`amq.gen-…`), which are what
+   * this library and Python Postage use. Otherwise any caller could make this responder
+   * publish into any queue of the vhost. Refusals are counted (`refused['reply-target']`).
+   * Default: false.
+   */
+  strictReplies?: boolean;
   encoder?: Encoder;
   logger?: Logger;
 }
@@ -50,17 +73,59 @@ export interface ProcessorStats {
   rejected: number;
   deadLettered: number;
   unhandled: number;
+  /** Copies of failing messages sent back to their queue for another try. */
+  retried: number;
+  /** Handlers that outlived `handlerTimeout`. */
+  timedOut: number;
+  /** RPC requests answered again from memory (re-sent by their caller). */
+  duplicates: number;
   /** Messages refused before any handler, per reason (`decode`, `too-large`, `too-deep`, `malformed`). */
-  invalid: Record<string, number>;
+  invalid: Partial<Record<InvalidReason, number>>;
+  /**
+   * Refused because of the security options, per reason: control commands with signing on
+   * (`unsigned`, `bad-signature`, `stale`, `replayed`), RPC replies with strict replies on
+   * (`reply-target`: a `reply_to` that is not a caller's reply queue).
+   */
+  refused: Partial<Record<SignatureRefusal | 'reply-target', number>>;
 }
 
-/** Why a processor stopped or asked for a restart. */
+/** Why a processor stopped. */
 export interface LifecycleEvent {
   processor: MessageProcessor;
   reason: string;
-  /** Identity of the command that caused it: its AMQP message id, else `sha1:` and a hash of the body. */
-  messageId?: string;
 }
+
+/**
+ * A `quit` or `restart` command, handled and acked. The processor stops itself on `quit`;
+ * what a `restart` means is up to its owner (the daemon re-execs the process).
+ */
+export interface ControlEvent {
+  kind: 'quit' | 'restart';
+  processor: MessageProcessor;
+  /** The AMQP `message_id`, when the sender set one (Python Postage does not). */
+  messageId: string | undefined;
+  /** The key the command was sent with: it says how many applications of a process got a copy. */
+  routingKey: string;
+  /** When it was sent (ms), when the sender said. */
+  sentAt: number | undefined;
+  /** The broker delivered it before (a connection was lost before its ack). */
+  redelivered: boolean;
+  /**
+   * For a listener that acts on the command (and will close the processor): the processor
+   * takes no further message, so that the ones behind it (another restart, say) stay in
+   * the queue for whoever consumes it next, instead of being handled and acked meanwhile.
+   */
+  hold(): void;
+}
+
+/** Events of a processor. */
+export interface ProcessorEvents {
+  control: [event: ControlEvent];
+  stopped: [event: LifecycleEvent];
+}
+
+/** Where a processor is: `recovering` while its consumer opens a lost channel again. */
+export type ProcessorState = 'created' | 'starting' | 'running' | 'recovering' | 'stopping' | 'stopped' | 'failed';
 
 function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } {
   let resolve!: () => void;
@@ -73,49 +138,50 @@ function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err
   return { promise, resolve, reject };
 }
 
-/** Errors already logged by the handler loop, so the dead-letter path does not log them twice. */
-const loggedErrors = new WeakSet<object>();
-
-const REASONS: Record<string, string> = {
-  POSTAGE_ERR_DECODE: 'decode',
-  POSTAGE_ERR_BODY_TOO_LARGE: 'too-large',
-  POSTAGE_ERR_TOO_DEEP: 'too-deep',
-};
+const TIMED_OUT = Symbol('timed out');
 
 /**
  * A microthread that owns a consumer and dispatches each message to its handlers
- * (Python's `MessageProcessor`, SPEC §2):
- * - `message` category: every handler for (type, name) runs, in registration order, each on
- *   its own deep copy; a `FilterError` skips one handler; `RejectMessage` rejects the message;
- * - `rpc` category: only the last registered RPC handler runs; a throw is answered with
- *   `MessageResultException(error.name, error.message)`; an unknown command with an error result;
- * - a message is acked only after all its handlers have finished (async ones included).
- * Events: `stopped` and `restart` ({@link LifecycleEvent}).
+ * (Python's `MessageProcessor`, SPEC §2). Its parts:
+ * - the consumer brings deliveries into an inbox;
+ * - `step()` takes them one by one, up to `concurrency` at once;
+ * - the dispatcher (dispatcher.ts) decodes and runs the handlers: for `message`, every
+ *   handler for (type, name) in registration order, each on its own deep copy; for `rpc`,
+ *   only the last registered one;
+ * - settlement (settlement.ts) acks, retries, dead-letters, and sends RPC replies; a message
+ *   is acked only after all its handlers have finished (async ones included);
+ * - after the ack of a `quit` or `restart`, a `control` event; `quit` also closes it.
  */
 export class MessageProcessor extends MicroThread {
   static eqk: ExchangeQueueKeys = [];
-  static consumerClass: typeof GenericConsumer = GenericConsumer;
 
   readonly fingerprint: FingerprintDict;
   readonly consumer: GenericConsumer;
   readonly connection: Connection;
   readonly encoder: Encoder;
   readonly logger: Logger;
-  readonly events = new EventEmitter();
-  readonly stats: ProcessorStats = { received: 0, handled: 0, failed: 0, rejected: 0, deadLettered: 0, unhandled: 0, invalid: {} };
-  /** `created` → `starting` → `running` (consuming) → `stopping` → `stopped`. */
-  state: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' = 'created';
+  readonly events = new EventEmitter<ProcessorEvents>();
+  readonly stats: ProcessorStats = { received: 0, handled: 0, failed: 0, rejected: 0, deadLettered: 0, unhandled: 0, retried: 0, timedOut: 0, duplicates: 0, invalid: {}, refused: {} };
   protected readonly concurrency: number;
   protected readonly drainTimeout: number;
-  protected readonly deadLetter: DeadLetterTarget | undefined;
-  readonly #handlerTable: HandlerTable;
+  protected readonly handlerTimeout: number;
+  #lifecycle: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed' = 'created';
+  readonly #dispatcher: Dispatcher;
+  readonly #settlement: Settlement;
+  readonly #rpcMemory: RpcMemory | undefined;
   readonly #inbox: Delivery[] = [];
   readonly #inFlight = new Set<Promise<void>>();
+  /** Handlers past their timeout, still running in the background. */
+  #abandoned = 0;
   #wake: (() => void) | undefined;
-  #pendingAction: { kind: 'quit' | 'restart'; messageId: string } | undefined;
   #closing: Promise<void> | undefined;
   readonly #invalidLog: RateLimitedLog;
+  readonly #refusedLog: RateLimitedLog;
   readonly #started = deferred();
+  /** A control listener acts on a command: take no further message. */
+  #held = false;
+  /** Set by the default `quit` / `restart` handlers, read after the ack of that message. */
+  readonly #controlRequested = new Set<'quit' | 'restart'>();
   /** Whether per-message debug tracing is on (building its metadata costs on a hot path). */
   readonly #trace: boolean;
 
@@ -123,18 +189,49 @@ export class MessageProcessor extends MicroThread {
     super();
     const fp = options.fingerprint instanceof Fingerprint ? options.fingerprint.asDict() : options.fingerprint;
     this.connection = options.connection ?? Connection.shared();
-    this.fingerprint = { ...new Fingerprint({ name: this.constructor.name, type: 'processor', vhost: this.connection.vhost }).asDict(), ...(fp ?? {}) };
+    this.fingerprint = { ...new Fingerprint({ name: this.constructor.name, type: 'processor', vhost: this.connection.vhost, host: this.connection.identity.host }).asDict(), ...(fp ?? {}) };
     this.encoder = options.encoder ?? new JsonEncoder();
     this.logger = childLogger(options.logger ?? this.connection.logger, { app: this.fingerprint.name });
     this.concurrency = Math.max(1, options.concurrency ?? 1);
     this.drainTimeout = options.drainTimeout ?? 10_000;
-    this.deadLetter = options.deadLetter;
+    this.handlerTimeout = options.handlerTimeout ?? 0;
     const statics = this.constructor as typeof MessageProcessor;
-    const consumerOptions = { connection: this.connection, encoder: this.encoder, logger: this.logger, eqk: options.eqk ?? statics.eqk };
-    this.consumer = new statics.consumerClass(options.prefetch === undefined ? consumerOptions : { ...consumerOptions, prefetch: options.prefetch });
-    this.#handlerTable = buildHandlerTable(this.constructor, MessageProcessor);
+    this.consumer = new GenericConsumer({
+      connection: this.connection,
+      encoder: this.encoder,
+      logger: this.logger,
+      eqk: options.eqk ?? statics.eqk,
+      ...(options.declareOnly ? { declareOnly: options.declareOnly } : {}),
+      ...(options.prefetch === undefined ? {} : { prefetch: options.prefetch }),
+    });
+    this.#dispatcher = new Dispatcher(this, buildHandlerTable(this.constructor, MessageProcessor), this.encoder, this.logger, this.fingerprint.name);
+    this.#settlement = new Settlement({
+      connection: this.connection,
+      encoder: this.encoder,
+      fingerprint: this.fingerprint,
+      deadLetter: options.deadLetter,
+      maxAttempts: Math.max(1, options.maxAttempts ?? 1),
+      strictReplies: options.strictReplies ?? false,
+      retryDelay: { initial: options.retryDelay?.initial ?? 100, max: options.retryDelay?.max ?? 5000 },
+      stats: this.stats,
+      logger: this.logger,
+    });
+    const window = options.rpcDedupeWindow ?? 60_000;
+    this.#rpcMemory = window > 0 ? new RpcMemory(window) : undefined;
     this.#invalidLog = new RateLimitedLog(this.logger, 1000);
+    this.#refusedLog = new RateLimitedLog(this.logger, 60_000);
     this.#trace = debugEnabled(this.logger);
+  }
+
+  /** `created` → `starting` → `running` (consuming; `recovering` while a lost channel is re-opened) → `stopping` → `stopped`; or `failed` if it never started. */
+  get state(): ProcessorState {
+    if (this.#lifecycle === 'running' && this.consumer.state === 'recovering') return 'recovering';
+    return this.#lifecycle;
+  }
+
+  /** Why the consumer is recovering (or why the start failed), for `status`. */
+  get problem(): string | undefined {
+    return this.state === 'recovering' || this.state === 'failed' ? this.consumer.lastError : undefined;
   }
 
   /** Adds bindings at run time (Python's `add_eqk`). */
@@ -144,18 +241,28 @@ export class MessageProcessor extends MicroThread {
 
   /** Starts consuming. Called once by the scheduler. */
   override async create(): Promise<void> {
-    this.state = 'starting';
+    this.#lifecycle = 'starting';
     try {
       await this.consumer.start((delivery) => {
         this.#inbox.push(delivery);
         this.#wakeUp();
       });
     } catch (err) {
-      this.#started.reject(err);
-      throw err;
+      this.#lifecycle = 'failed';
+      const explained = this.explainStartError(err);
+      this.#started.reject(explained);
+      throw explained;
     }
-    if (this.state === 'starting') this.state = 'running';
+    if (this.#lifecycle === 'starting') this.#lifecycle = 'running';
     this.#started.resolve();
+  }
+
+  /** The scheduler saw create() (a subclass's, maybe) or step() throw: a start that never finished has failed. */
+  override crashed(error: unknown): void {
+    if (this.#lifecycle === 'created' || this.#lifecycle === 'starting') {
+      this.#lifecycle = 'failed';
+      this.#started.reject(error);
+    }
   }
 
   /** Resolves once the processor consumes all its queues; rejects if starting failed. */
@@ -163,7 +270,7 @@ export class MessageProcessor extends MicroThread {
     return this.#started.promise;
   }
 
-  /** True once every queue has a consumer. */
+  /** True while every queue has a consumer. */
   get consuming(): boolean {
     return this.state === 'running';
   }
@@ -176,33 +283,29 @@ export class MessageProcessor extends MicroThread {
 
   /** Dispatches the next message (or waits for one). */
   override async step(): Promise<void> {
-    if (this.#pendingAction && this.#inFlight.size === 0) {
-      await this.#performPendingAction();
-      return;
-    }
-    // Nothing new is dispatched once stopping or while a quit/restart waits for the handlers.
-    let delivery = this.#pendingAction || this.state === 'stopping' || this.state === 'stopped' ? undefined : this.#inbox.shift();
+    const stopping = this.#lifecycle === 'stopping' || this.#lifecycle === 'stopped' || this.#held;
+    let delivery = stopping ? undefined : this.#inbox.shift();
     // A delivery from a channel that is gone will be delivered again by the broker: handling
     // it now would handle it twice (its ack could not be sent anyway).
     while (delivery?.stale) delivery = this.#inbox.shift();
     if (!delivery) {
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
-        if ((this.#inbox.length > 0 && this.state === 'running') || !this.running || (this.#pendingAction && this.#inFlight.size === 0)) this.#wakeUp();
+        if ((this.#inbox.length > 0 && !stopping) || !this.running) this.#wakeUp();
       });
       return;
     }
-    const work = this.#dispatch(delivery)
+    const work = this.#handle(delivery)
       .catch((err: unknown) => {
-        // #dispatch handles every failure itself; this is the last line so that nothing a
+        // #handle settles every failure itself; this is the last line, so that nothing a
         // handler does can reach the scheduler or amqplib's event path.
         this.logger.error('message dispatch failed unexpectedly', { error: (err as Error)?.message });
         delivery.reject(false);
       })
       .finally(() => {
-      this.#inFlight.delete(work);
-      this.#wakeUp();
-    });
+        this.#inFlight.delete(work);
+        this.#wakeUp();
+      });
     this.#inFlight.add(work);
     if (this.#inFlight.size >= this.concurrency) await Promise.race(this.#inFlight);
   }
@@ -212,206 +315,127 @@ export class MessageProcessor extends MicroThread {
     this.#wakeUp();
   }
 
-  /** Stops this processor after the current message (what the `quit` command does). */
-  requestQuit(messageId = 'api'): void {
-    this.#pendingAction ??= { kind: 'quit', messageId };
-    this.#wakeUp();
+  /** Stops this processor as the `quit` command does. */
+  requestQuit(): void {
+    void this.close('quit');
   }
 
-  async #performPendingAction(): Promise<void> {
-    const action = this.#pendingAction;
-    if (!action) return;
-    if (action.kind === 'quit') {
-      await this.close('quit');
-      return;
-    }
-    this.#pendingAction = undefined;
-    const hook = getRestartHook();
-    const event: LifecycleEvent = { processor: this, reason: 'restart command', messageId: action.messageId };
-    this.events.emit('restart', event);
-    if (hook) await hook(event);
-    else this.logger.warn('restart requested, but no process-level restart hook is installed: ignored');
-  }
-
-  /** Identity of a delivery, to act on a control command once. @internal */
-  static messageIdentity(delivery: Delivery): string {
-    const id = delivery.message.properties.messageId as unknown;
-    if (typeof id === 'string' && id !== '') return id;
-    return `sha1:${createHash('sha1').update(delivery.message.content).digest('hex')}`;
-  }
-
-  async #dispatch(delivery: Delivery): Promise<void> {
+  async #handle(delivery: Delivery): Promise<void> {
     this.stats.received++;
-    let body: MessageBody;
-    let decoded = false;
-    try {
-      const value = this.encoder.decode(delivery.message.content);
-      decoded = true;
-      body = validateBody(value);
-    } catch (err) {
-      const reason = decoded ? 'malformed' : err instanceof PostageError ? (REASONS[err.code] ?? 'decode') : 'decode';
-      this.stats.invalid[reason] = (this.stats.invalid[reason] ?? 0) + 1;
-      this.#invalidLog.warn(reason, 'refused a message that is not a valid Postage body', { reason, error: (err as Error).message, queue: delivery.queue });
-      await this.#fail(delivery, reason, err);
+    const decoded = this.#dispatcher.decode(delivery.message.content);
+    if (!decoded.ok) {
+      this.stats.invalid[decoded.reason] = (this.stats.invalid[decoded.reason] ?? 0) + 1;
+      this.#invalidLog.warn(decoded.reason, 'refused a message that is not a valid Postage body', { reason: decoded.reason, error: decoded.error.message, queue: delivery.queue });
+      // A caller waiting for an answer gets one, instead of sending the request again.
+      if (delivery.message.properties.replyTo) await this.#settlement.reply(delivery, new MessageResultError(`malformed request (${decoded.reason}): ${decoded.error.message}`));
+      await this.#settlement.deadLetter(delivery, decoded.reason, decoded.error);
       return;
     }
+    const body = decoded.body;
     if (this.#trace) this.logger.debug('<--', { queue: delivery.queue, body });
-    try {
-      if (body.category === 'rpc') await this.#dispatchRpc(delivery, body);
-      else await this.#dispatchMessage(delivery, body);
-    } catch (err) {
-      if (err instanceof RejectMessage) {
-        this.stats.rejected++;
-        await this.#fail(delivery, 'rejected', err);
-        return;
-      }
-      this.stats.failed++;
-      if (!loggedErrors.has(err as object)) this.logger.error('message failed', { name: body.name, type: body.type, error: (err as Error)?.message, stack: (err as Error)?.stack });
-      await this.#fail(delivery, 'handler-error', err);
-    }
-  }
-
-  #handlersFor(category: string, body: MessageBody): HandlerEntry[] {
-    return [...(this.#handlerTable.get(routeKey(category, body.type, body.name)) ?? []), ...(this.#handlerTable.get(routeKey(category, body.type, undefined)) ?? [])];
-  }
-
-  async #dispatchMessage(delivery: Delivery, body: MessageBody): Promise<void> {
-    const handlers = this.#handlersFor('message', body);
-    if (handlers.length === 0) this.stats.unhandled++;
-    let firstError: unknown;
-    for (const [i, entry] of handlers.entries()) {
-      try {
-        // Each handler gets its own copy; the last one may have the freshly decoded original.
-        const source = entry.receives === 'body' ? body : body.content;
-        const data = await this.#applyFilters(entry, i === handlers.length - 1 ? source : structuredClone(source));
-        await this.#invoke(entry, data, undefined);
-      } catch (err) {
-        if (err instanceof FilterError) continue;
-        if (err instanceof RejectMessage) throw err;
-        // One failing handler does not stop the others; the message is dead-lettered afterwards.
-        this.logger.error('handler failed', { handler: entry.label, name: body.name, error: (err as Error)?.message, stack: (err as Error)?.stack });
-        if (typeof err === 'object' && err !== null) loggedErrors.add(err);
-        firstError ??= err;
-      }
-    }
-    if (firstError !== undefined) throw firstError;
-    this.stats.handled++;
-    this.#noteControl(delivery, body);
-    delivery.ack();
-  }
-
-  #noteControl(delivery: Delivery, body: MessageBody): void {
-    if (body.type !== 'command' || (body.name !== 'quit' && body.name !== 'restart')) return;
-    if (this.#pendingActionRequested.delete(body.name)) {
-      this.#pendingAction ??= { kind: body.name, messageId: MessageProcessor.messageIdentity(delivery) };
-    }
-  }
-
-  /** Set by the default `quit` / `restart` handlers; acted on after the ack. */
-  readonly #pendingActionRequested = new Set<string>();
-
-  async #dispatchRpc(delivery: Delivery, body: MessageBody): Promise<void> {
-    const handlers = this.#handlersFor('rpc', body);
-    const entry = handlers.at(-1);
-    let replied = false;
-    const reply: ReplyFunc = async (result) => {
-      replied = true;
-      await this.#reply(delivery, result);
-    };
-    if (!entry) {
-      this.stats.unhandled++;
-      await reply(new MessageResultError(`unknown RPC command '${body.name}' (type '${body.type}') for ${this.fingerprint.name}`));
-    } else {
-      try {
-        const data = await this.#applyFilters(entry, entry.receives === 'body' ? body : body.content);
-        const value = await this.#invoke(entry, data, reply);
-        if (!replied && value !== undefined) await reply(value);
-        this.stats.handled++;
-      } catch (err) {
-        if (err instanceof RejectMessage) throw err;
-        if (!(err instanceof FilterError)) {
-          // The caller gets the exception as its answer; the request itself is done and is acked.
-          this.stats.failed++;
-          this.logger.error('RPC handler failed', { handler: entry.label, error: (err as Error)?.message });
-          await reply(errorToResult(err));
-        }
-      }
-    }
-    this.#noteControl(delivery, body);
-    delivery.ack();
-  }
-
-  async #applyFilters(entry: HandlerEntry, data: unknown): Promise<unknown> {
-    if (entry.filters.length === 0) return data;
-    let value = data;
-    for (const f of entry.filters) value = await f.fn(value, ...f.args);
-    return value;
-  }
-
-  async #invoke(entry: HandlerEntry, data: unknown, reply: ReplyFunc | undefined): Promise<unknown> {
-    if (typeof entry.target === 'string') {
-      const fn = (this as unknown as Record<string, unknown>)[entry.target];
-      if (typeof fn !== 'function') throw new TypeError(`${entry.label} is not a method`);
-      return await (reply ? fn.call(this, data, reply) : fn.call(this, data));
-    }
-    if (isHandlerClass(entry.target)) {
-      const instance = new entry.target(this, data, reply);
-      return await instance.call();
-    }
-    throw new TypeError(`${entry.label} is neither a method nor a Handler class`);
-  }
-
-  async #reply(delivery: Delivery, result: unknown): Promise<void> {
-    const replyTo = delivery.message.properties.replyTo as string | undefined;
-    if (!replyTo) {
-      this.logger.warn('RPC without reply_to: no answer sent', { queue: delivery.queue });
+    if (this.connection.signing && isControl(body) && this.#refuseControl(delivery, body)) return;
+    if (body.category === 'rpc' && this.#rpcMemory?.answerAgain(delivery, this.#settlement)) {
+      this.stats.duplicates++;
+      delivery.ack();
       return;
     }
-    const message = result instanceof Message ? result : new MessageResult(result);
-    message.setFingerprint(this.fingerprint);
-    const content = this.encoder.encode(message.body);
-    const correlationId = delivery.message.properties.correlationId as string | undefined;
-    // Replies are at-most-once (the caller re-sends on timeout), so the request is not held
-    // until the broker confirms the reply: waiting cost every RPC a confirm round trip.
-    Publisher.for(this.connection)
-      .reply(replyTo, content, {
-        contentType: this.encoder.contentType,
-        ...(correlationId === undefined ? {} : { correlationId }),
-      })
-      .catch((err: unknown) => this.logger.warn('could not send an RPC reply', { replyTo, error: (err as Error).message }));
+    const reply = this.#rpcMemory && body.category === 'rpc' ? this.#rpcMemory.replier(delivery, this.#settlement) : (result: unknown) => this.#settlement.reply(delivery, result);
+    const outcome = await this.#withTimeout(this.#dispatcher.dispatch(body, reply), body);
+    await this.#settle(delivery, body, outcome, reply);
   }
 
   /**
-   * Sends a failed message to the dead-letter target with its reason, then acks it; with no
-   * target, rejects it without requeue (the queue's own dead-letter exchange, if any, takes it).
+   * With signing on, a control command must be signed for the key it came with, recently,
+   * and not seen before; otherwise it is acked and dropped (not dead-lettered: it is a
+   * refused order, not a message that failed), counted, and logged once per sender and
+   * reason per minute.
    */
-  async #fail(delivery: Delivery, reason: string, error: unknown): Promise<void> {
-    if (!this.deadLetter) {
-      delivery.reject(false);
+  #refuseControl(delivery: Delivery, body: MessageBody): boolean {
+    const signing = this.connection.signing;
+    if (!signing) return false;
+    const fp = this.fingerprint;
+    const scope = `${fp.name}:${fp.pid}@${fp.host}`;
+    const refusal = verifyBody(body, delivery.message.fields.routingKey, {
+      secrets: signing.secrets,
+      maxAgeMs: signing.maxAgeMs,
+      remember: (nonce, ts) => signing.nonces.remember(scope, nonce, ts),
+    });
+    if (refusal === undefined) return false;
+    this.stats.refused[refusal] = (this.stats.refused[refusal] ?? 0) + 1;
+    const sender = `${body.fingerprint['name'] ?? '?'}:${body.fingerprint['pid'] ?? '?'}@${body.fingerprint['host'] ?? '?'}`;
+    this.#refusedLog.warn(`${refusal} ${sender}`, `refused a control command: ${refusal}`, { command: body.name, reason: refusal, sender, key: delivery.message.fields.routingKey });
+    delivery.ack();
+    return true;
+  }
+
+  /** Races a dispatch against `handlerTimeout`. */
+  async #withTimeout(dispatch: Promise<Outcome>, body: MessageBody): Promise<Outcome | typeof TIMED_OUT> {
+    if (this.handlerTimeout <= 0) return dispatch;
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<typeof TIMED_OUT>((resolve) => {
+      timer = setTimeout(() => resolve(TIMED_OUT), this.handlerTimeout);
+    });
+    const result = await Promise.race([dispatch, expired]);
+    clearTimeout(timer);
+    if (result === TIMED_OUT) {
+      this.#abandoned++;
+      void dispatch.finally(() => this.#abandoned--);
+      this.logger.error('handler did not finish in time: its message is given up, the application goes on', { name: body.name, timeoutMs: this.handlerTimeout });
+    }
+    return result;
+  }
+
+  async #settle(delivery: Delivery, body: MessageBody, outcome: Outcome | typeof TIMED_OUT, reply: (result: unknown) => Promise<void>): Promise<void> {
+    if (outcome === TIMED_OUT) {
+      this.stats.timedOut++;
+      if (body.category === 'rpc') {
+        await reply(new MessageResultException('TimeoutError', `the handler of '${body.name}' did not finish within ${this.handlerTimeout} ms`));
+        delivery.ack();
+      } else await this.#settlement.deadLetter(delivery, 'timeout', new Error(`handler did not finish within ${this.handlerTimeout} ms`));
       return;
     }
-    const props = delivery.message.properties;
-    const headers: Record<string, unknown> = {
-      ...(props.headers ?? {}),
-      'x-postage-reason': reason,
-      'x-postage-error': String((error as Error)?.message ?? error).slice(0, 1000),
-      'x-postage-queue': delivery.queue,
-      'x-postage-app': this.fingerprint.name,
-      'x-postage-redelivered': delivery.message.fields.redelivered,
-    };
-    try {
-      await Publisher.for(this.connection).publish(this.deadLetter.exchange, this.deadLetter.routingKey, delivery.message.content, {
-        headers,
-        persistent: true,
-        ...(props.contentType === undefined ? {} : { contentType: props.contentType as string }),
-        ...(props.messageId === undefined ? {} : { messageId: props.messageId as string }),
-      });
-      this.stats.deadLettered++;
-      delivery.ack();
-    } catch (err) {
-      this.logger.error('could not dead-letter a message; rejecting it', { reason, error: (err as Error).message });
-      delivery.reject(false);
+    switch (outcome.kind) {
+      case 'handled':
+      case 'unhandled':
+        if (outcome.kind === 'unhandled') this.stats.unhandled++;
+        else if (outcome.rpcFailed !== undefined) this.stats.failed++;
+        else this.stats.handled++;
+        delivery.ack();
+        this.#afterAck(delivery, body);
+        return;
+      case 'rejected':
+        this.stats.rejected++;
+        await this.#settlement.deadLetter(delivery, 'rejected', outcome.error);
+        return;
+      case 'failed':
+        this.stats.failed++;
+        await this.#settlement.retryOrDeadLetter(delivery, 'handler-error', outcome.error);
+        return;
     }
+  }
+
+  /** After the ack of a `quit` or `restart` its default handler saw: tell the owner, and stop on `quit`. */
+  #afterAck(delivery: Delivery, body: MessageBody): void {
+    if (body.type !== 'command' || (body.name !== 'quit' && body.name !== 'restart')) return;
+    if (!this.#controlRequested.delete(body.name)) return;
+    const props = delivery.message.properties;
+    const sentAt = Number((props.headers as Record<string, unknown> | undefined)?.[SENT_AT_HEADER]);
+    const event: ControlEvent = {
+      kind: body.name,
+      processor: this,
+      messageId: typeof props.messageId === 'string' && props.messageId !== '' ? props.messageId : undefined,
+      routingKey: delivery.message.fields.routingKey,
+      sentAt: Number.isFinite(sentAt) && sentAt > 0 ? sentAt : undefined,
+      redelivered: delivery.message.fields.redelivered,
+      hold: () => {
+        this.#held = true;
+      },
+    };
+    if (body.name === 'restart' && this.events.listenerCount('control') === 0) {
+      this.logger.warn('restart requested, but nothing here restarts the process (no control listener): ignored');
+    }
+    this.events.emit('control', event);
+    if (body.name === 'quit') void this.close('quit');
   }
 
   /** In-flight handler count (for drain reports). */
@@ -419,23 +443,34 @@ export class MessageProcessor extends MicroThread {
     return this.#inFlight.size;
   }
 
+  /** The last handler call that held the event loop for 50 ms or more (its synchronous part). */
+  get lastLoopHold(): LoopHold | undefined {
+    return this.#dispatcher.lastHold;
+  }
+
+  /** Handlers past `handlerTimeout` that are still running. */
+  get abandonedCount(): number {
+    return this.#abandoned;
+  }
+
   /**
    * Graceful stop, idempotent: cancel the consumer, drain in-flight handlers (bounded by
-   * `drainTimeout`, logged when it expires), then close the channel. Messages received but
-   * not yet dispatched go back to their queue when the channel closes.
+   * `drainTimeout`, logged when it expires), send waiting retries, then close the channel.
+   * Messages received but not yet dispatched go back to their queue when the channel closes.
    */
   close(reason = 'closed'): Promise<void> {
     this.#closing ??= (async () => {
-      this.state = 'stopping';
+      if (this.#lifecycle !== 'failed') this.#lifecycle = 'stopping';
       // Received but not dispatched: they go back to their queue when the channel closes.
       this.#inbox.length = 0;
       await this.consumer.cancel().catch(() => undefined);
       await this.drain();
+      await this.#settlement.flushRetries();
       await this.beforeChannelClose(reason);
       await this.consumer.close(reason);
-      this.state = 'stopped';
+      if (this.#lifecycle !== 'failed') this.#lifecycle = 'stopped';
       this.stop();
-      this.events.emit('stopped', { processor: this, reason } satisfies LifecycleEvent);
+      this.events.emit('stopped', { processor: this, reason });
     })();
     return this.#closing;
   }
@@ -456,6 +491,11 @@ export class MessageProcessor extends MicroThread {
     if (outcome === 'timeout') this.logger.warn('drain timeout expired with handlers still running', { inFlight: this.#inFlight.size, timeoutMs: this.drainTimeout });
   }
 
+  /** Hook for subclasses: a failed start, with what the subclass knows about it added. */
+  protected explainStartError(error: unknown): unknown {
+    return error;
+  }
+
   /** Hook for subclasses: runs after the drain, before the channel closes (e.g. delete a queue). */
   protected async beforeChannelClose(_reason: string): Promise<void> {}
 
@@ -466,13 +506,13 @@ export class MessageProcessor extends MicroThread {
   /** Default handler: command `quit` stops this processor once the message is acked. */
   @MessageHandler('command', 'quit')
   msgQuit(_content: unknown): void {
-    this.#pendingActionRequested.add('quit');
+    this.#controlRequested.add('quit');
   }
 
-  /** Default handler: command `restart` acks, then calls the process-level restart hook. */
+  /** Default handler: command `restart` acks, then emits `control` for the process owner. */
   @MessageHandler('command', 'restart')
   msgRestart(_content: unknown): void {
-    this.#pendingActionRequested.add('restart');
+    this.#controlRequested.add('restart');
   }
 }
 brand(MessageProcessor, 'MessageProcessor');

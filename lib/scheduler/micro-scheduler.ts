@@ -93,7 +93,14 @@ export class MicroScheduler {
         }
       } catch (err) {
         if (err instanceof ExitScheduler) this.exit();
-        else this.logger.error('microthread failed and was stopped', { thread: thread.constructor.name, reason: (err as Error)?.message });
+        else {
+          this.logger.error('microthread failed and was stopped', { thread: thread.constructor.name, reason: (err as Error)?.message });
+          try {
+            thread.crashed(err);
+          } catch {
+            // a thread's own report of its crash must not take the scheduler down
+          }
+        }
       } finally {
         thread.running = false;
         this.threads.delete(thread);

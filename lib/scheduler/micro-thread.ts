@@ -20,5 +20,8 @@ export class MicroThread {
   stop(): void {
     this.running = false;
   }
+
+  /** Called by the scheduler when `create()` or `step()` threw (other than `ExitScheduler`); the thread is stopped. */
+  crashed(_error: unknown): void {}
 }
 brand(MicroThread, 'MicroThread');

@@ -1,4 +1,5 @@
 import os from 'node:os';
+import { defaultVhost, localHostname, loginName } from '../env.js';
 import { brand } from '../errors.js';
 
 /** The six strings that identify a component on the wire. */
@@ -41,9 +42,9 @@ export class Fingerprint implements FingerprintDict {
     this.name = String(options.name ?? 'None');
     this.type = String(options.type ?? 'None');
     this.pid = String(options.pid ?? process.pid);
-    this.host = String(options.host ?? (process.env['POSTAGE_HOSTNAME'] || os.hostname()));
+    this.host = String(options.host ?? localHostname());
     this.user = String(options.user ?? osUser());
-    this.vhost = String(options.vhost ?? process.env['POSTAGE_VHOST'] ?? '/');
+    this.vhost = String(options.vhost ?? defaultVhost());
   }
 
   asDict(): FingerprintDict {
@@ -65,6 +66,6 @@ function osUser(): string {
     return os.userInfo().username;
   } catch {
     // No passwd entry (e.g. an arbitrary UID in a container): fall back like getpass does.
-    return process.env['USER'] ?? process.env['LOGNAME'] ?? String(process.getuid?.() ?? 'unknown');
+    return loginName() ?? String(process.getuid?.() ?? 'unknown');
   }
 }

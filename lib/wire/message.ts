@@ -126,14 +126,30 @@ export class MessageResult<T = unknown> extends Message {
   override get ok(): boolean {
     return this.resultType === 'success';
   }
+
+  /**
+   * A stable, machine-readable code of a failure (`_reserved.code`, e.g.
+   * `POSTAGE_ERR_UNKNOWN_COMMAND`), when the responder gave one; Python peers give none.
+   */
+  get code(): string | undefined {
+    const code = this.body._reserved['code'];
+    return typeof code === 'string' ? code : undefined;
+  }
+
+  /** The value of a success; an error or exception result is thrown as an `Error` named after the remote one. */
+  unwrap(): T {
+    if (!this.ok) throw resultToError(this);
+    return this.value;
+  }
 }
 brand(MessageResult, 'MessageResult');
 
-/** A foreseen failure of an RPC: value `null`; falsy (`ok === false`). */
+/** A foreseen failure of an RPC: value `null`; falsy (`ok === false`). `code` goes in `_reserved`, where Python peers ignore it. */
 export class MessageResultError extends MessageResult<null> {
-  constructor(message: string) {
+  constructor(message: string, code?: string) {
     super(null, message);
     this.body.content['type'] = 'error';
+    if (code !== undefined) this.body._reserved['code'] = code;
   }
 }
 brand(MessageResultError, 'MessageResultError');
@@ -159,7 +175,7 @@ export function errorToResult(error: unknown): MessageResultException {
 }
 
 /** Maps an error or exception result back to a throwable `Error` whose name is the remote one. */
-export function resultToError(result: MessageResult): Error {
+export function resultToError(result: MessageResult<unknown>): Error {
   const err = new Error(result.message);
   err.name = result.resultType === 'exception' ? String(result.value) : 'MessageResultError';
   return err;

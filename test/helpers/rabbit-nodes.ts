@@ -3,10 +3,9 @@
  * everyone's tests use and which is never touched here): a standalone node (e.g. a second
  * broker address for failover, or a node with a TLS listener given as extra config lines), or
  * a cluster of several. Every node this starts is stopped at teardown, and a node a crashed run
- * left behind is stopped by the next `startRabbitNodes` (its name carries NODE_PREFIX, and its
- * folder the PID of the test process that started it: a node whose owner still runs, another
- * engineer's test on the same machine, is left alone). Ids (and so ports) must differ between
- * tests that may run at the same time.
+ * left behind is stopped by the next `startRabbitNodes`: its name carries NODE_PREFIX, and the
+ * pid of the test process that started it is written beside it, so that the nodes of a test
+ * still running (another file, another run) are left alone.
  *
  * How a node is made (root; `rabbitmq-server -detached` switches to the rabbitmq user):
  * - /etc/rabbitmq/rabbitmq.conf pins `listeners.tcp.local = 127.0.0.1:5672`, which beats
@@ -35,14 +34,13 @@ export interface NodeOwner {
 export const NODE_PREFIX = 'postage-ci-';
 /** Data, logs and config of the extra nodes. */
 export const BASE_DIR = '/var/tmp/postage-rabbit-nodes';
-/** In each node's folder: the PID of the test process that started it. */
-const OWNER_FILE = 'owner.pid';
 
 export interface RabbitNodeOptions {
   /**
    * A small number naming the node and its default ports: node `postage-ci-<id>@localhost`,
    * AMQP on 127.0.0.1:(5680 + id), Erlang distribution on 25680 + id. Tests that run at the
-   * same time must use different ids.
+   * same time must use different ids. Taken: 1–3 the cluster (test/deploy/cluster), 10–19
+   * the fault suite (test/faults), 20–29 TLS (test/security).
    */
   id: number;
   /** AMQP port. Default: 5680 + id. */
@@ -55,6 +53,8 @@ export interface RabbitNodeOptions {
    * rabbitmq user can read). Default: none.
    */
   extraConfig?: readonly string[];
+  /** Plugins to enable on this node (e.g. `rabbitmq_auth_mechanism_ssl`). Default: none. */
+  plugins?: readonly string[];
 }
 
 export interface RabbitNode {
@@ -108,6 +108,7 @@ class Node implements RabbitNode {
     const config = [`listeners.tcp.local = 127.0.0.1:${this.port}`, ...(options.extraConfig ?? [])];
     fs.writeFileSync(this.config, `# written by test/helpers/rabbit-nodes.ts\n${config.join('\n')}\n`);
     fs.writeFileSync(path.join(this.dir, OWNER_FILE), String(process.pid));
+    fs.writeFileSync(path.join(this.dir, 'enabled_plugins'), `[${(options.plugins ?? []).join(',')}].\n`);
   }
 
   private get config(): string {
@@ -174,35 +175,44 @@ async function stopNode(node: string, pidFile: string): Promise<void> {
   await rabbitmqctl(node, 'stop', ...(fs.existsSync(pidFile) ? [pidFile] : [])).catch(() => undefined);
 }
 
-function alive(pid: number): boolean {
+/** The file beside a node's data holding the pid of the test process that started it. */
+const OWNER_FILE = 'owner.pid';
+
+/** Whether the process that started a node (its folder's owner.pid) is gone, or unknown. */
+function orphaned(dir: string): boolean {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(path.join(dir, OWNER_FILE), 'utf8'));
+  } catch {
+    return true;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return true;
+  if (pid === process.pid) return false;
   try {
     process.kill(pid, 0);
-    return true;
+    return false;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
 
 /**
- * Stops every node NODE_PREFIX names that epmd knows and whose owner process is gone (a crashed
- * run's), and removes their folders. Returns their names.
+ * Stops the nodes NODE_PREFIX names that a gone test process left behind (epmd knows them,
+ * their owner pid is dead) and removes their data; the nodes of running tests stay.
  */
 export async function cleanupRabbitNodes(): Promise<string[]> {
   const names = await exec('epmd', ['-names']).catch(() => '');
   const running = [...names.matchAll(/^name (\S+) at port/gm)].map((m) => m[1]!).filter((n) => n.startsWith(NODE_PREFIX));
-  const folders = fs.existsSync(BASE_DIR) ? fs.readdirSync(BASE_DIR).filter((n) => n.startsWith(NODE_PREFIX)) : [];
-  const stopped: string[] = [];
-  for (const name of new Set([...running, ...folders])) {
-    const dir = path.join(BASE_DIR, name);
-    const owner = Number(fs.existsSync(path.join(dir, OWNER_FILE)) ? fs.readFileSync(path.join(dir, OWNER_FILE), 'utf8') : NaN);
-    if (Number.isInteger(owner) && owner !== process.pid && alive(owner)) continue;
-    if (running.includes(name)) {
-      await stopNode(`${name}@localhost`, path.join(dir, 'pid'));
-      stopped.push(name);
-    }
-    fs.rmSync(dir, { recursive: true, force: true });
+  const left = running.filter((name) => orphaned(path.join(BASE_DIR, name)));
+  for (const name of left) await stopNode(`${name}@localhost`, path.join(BASE_DIR, name, 'pid'));
+  let dirs: string[] = [];
+  try {
+    dirs = fs.readdirSync(BASE_DIR).filter((d) => d.startsWith(NODE_PREFIX));
+  } catch {
+    // no folder yet
   }
-  return stopped;
+  for (const d of dirs) if (!running.includes(d) || left.includes(d)) if (orphaned(path.join(BASE_DIR, d))) fs.rmSync(path.join(BASE_DIR, d), { recursive: true, force: true });
+  return left;
 }
 
 /**
@@ -212,6 +222,11 @@ export async function cleanupRabbitNodes(): Promise<string[]> {
 export async function startRabbitNodes(owner: NodeOwner, options: readonly RabbitNodeOptions[]): Promise<RabbitNode[]> {
   const left = await cleanupRabbitNodes();
   if (left.length > 0) owner.log(`stopped nodes left by an earlier run: ${left.join(', ')}`);
+  const names = await exec('epmd', ['-names']).catch(() => '');
+  for (const o of options) {
+    // Another test process (still running) has a node with this id: ids must differ between tests that can run together.
+    if (names.includes(`name ${NODE_PREFIX}${o.id} at port`)) throw new Error(`node ${NODE_PREFIX}${o.id} is in use by another test process: give this test other node ids`);
+  }
   const nodes = options.map((o) => new Node(o.id, o));
   owner.teardown?.(() => stopRabbitNodes(nodes));
   const t0 = performance.now();

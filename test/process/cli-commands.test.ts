@@ -114,10 +114,10 @@ brokerTest.serial('status of the daemon: process, applications, counts, queues',
   t.deepEqual(s.applications.map((a) => a.name).sort(), ['advanced-echo', 'basic-echo', 'postaged', 'rpc-echo']);
 });
 
-brokerTest.serial('status to an application without a status handler is an error reply: exit 1', async (t) => {
+brokerTest.serial('status to an application without a status handler: not a postaged daemon, exit 1', async (t) => {
   const r = await postage(['status', 'basic-echo/rr']);
   t.is(r.code, 1);
-  t.regex(r.stderr, new RegExp(`basic-echo:${pid}@${host}: error: unknown RPC command 'status'`));
+  t.regex(r.stderr, new RegExp(`basic-echo:${pid}@${host}: no status command: not a postaged daemon`));
 });
 
 brokerTest.serial('rpc: the value for one reply, JSON with --json, parameters from stdin', async (t) => {

@@ -61,8 +61,6 @@ for (const c of cases) {
     t.log(`${c.title}: exit ${r.code} after ${r.ms.toFixed(0)} ms: ${r.stderr.trim()}`);
     t.is(r.code, 78);
     for (const e of c.expect) t.regex(r.stderr, e);
-    // Measured ~200 ms on an idle machine; the bound is generous for a loaded CI.
-    t.true(r.ms < 15_000, 'quickly (no broker involved)');
   });
 }
 

@@ -101,7 +101,10 @@ brokerTest('status returns every field, with the right types', async (t) => {
   const result = await rpc(connection, 'statusd', 'status');
   t.true(result.ok);
   const s = result.value as Record<string, unknown>;
-  t.deepEqual(Object.keys(s).sort(), ['applications', 'cpu', 'generation', 'host', 'lastRestartReason', 'memory', 'name', 'pid', 'pluginDir', 'restarts', 'startedAt', 'uptime', 'version'].sort());
+  t.deepEqual(Object.keys(s).sort(), ['applications', 'broker', 'cpu', 'eventLoop', 'generation', 'host', 'lastRestartReason', 'memory', 'name', 'pid', 'pluginDir', 'restarts', 'startedAt', 'uptime', 'version'].sort());
+  t.like(s['broker'], { state: 'connected', blocked: false, connections: 1 });
+  t.regex(String((s['broker'] as { url: string }).url), /^amqp:\/\/guest@127\.0\.0\.1:5672\//, 'the node in use, without a password');
+  t.true(typeof (s['eventLoop'] as { maxLagMs: number }).maxLagMs === 'number');
   t.is(s['name'], 'statusd');
   t.is(s['pid'], daemon.pid);
   t.is(s['host'], 'status-host');
@@ -116,12 +119,12 @@ brokerTest('status returns every field, with the right types', async (t) => {
   t.is(s['pluginDir'], dir);
   const apps = s['applications'] as Array<Record<string, unknown>>;
   const own = apps.find((a) => a['name'] === 'statusd')!;
-  t.deepEqual(Object.keys(own).sort(), ['counts', 'file', 'groups', 'name', 'queues', 'state']);
+  t.deepEqual(Object.keys(own).sort(), ['counts', 'file', 'groups', 'invalid', 'name', 'queues', 'refused', 'state']);
   t.is(own['file'], null);
   t.is(own['state'], 'running');
   t.deepEqual(own['queues'], ['statusd', 'statusd@status-host', `statusd:${daemon.pid}@status-host`]);
   const echo = apps.find((a) => a['name'] === 'echo-ts')!;
-  t.deepEqual(echo['counts'], { received: 1, handled: 1, failed: 0, rejected: 0, deadLettered: 0, unhandled: 0 });
+  t.deepEqual(echo['counts'], { received: 1, handled: 1, failed: 0, rejected: 0, deadLettered: 0, unhandled: 0, retried: 0, timedOut: 0, duplicates: 0 });
   t.deepEqual(echo['groups'], []);
   const bad = apps.find((a) => a['name'] === 'bad-export')!;
   t.is(bad['state'], 'failed');

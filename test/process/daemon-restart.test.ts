@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
-import type { Connection, MessageResult } from 'postage';
+import { RpcCommand, type Connection, type MessageResult } from 'postage';
 import { brokerTest, freshVhost, listQueues } from '../helpers/broker.js';
 import { controlProducer, FIXTURES, processKey, startDaemon, tempDir, type DaemonProcess } from '../helpers/spawn.js';
 import { sleep, waitFor } from '../helpers/wait-for.js';
@@ -87,8 +87,8 @@ brokerTest('PID and command line identical across 5 restarts; a plugin edited be
   t.is(daemon.exit, undefined, 'the process never exited');
   t.is(daemon.find('re-exec').length, 5);
   const sorted = [...latencies].sort((a, b) => a - b);
+  // Speed is the benchmark's business (npm run bench); here it is only logged.
   t.log(`restart latency (restart sent -> status of the next generation): median ${sorted[2]!.toFixed(0)} ms, max ${sorted[4]!.toFixed(0)} ms`);
-  t.true(sorted[4]! < 10_000, 'each restart well under the generous bound of 10 s');
 });
 
 brokerTest('five plugins: one restart sent to P@H re-execs exactly once; count and reason survive the exec', async (t) => {
@@ -104,13 +104,14 @@ brokerTest('five plugins: one restart sent to P@H re-execs exactly once; count a
 
   await controlProducer(connection).sendCommand('restart', {}, { _key: processKey(daemon) });
   await daemon.waitForLine('postaged ready', { count: 2, timeout: 20_000 });
-  // Six copies (one per application queue): one acted on, five ignored, in either generation.
-  await daemon.waitForLine('restart command already acted on: ignored', { count: 5, timeout: 15_000 });
-  await sleep(2000); // room for a wrong second restart to show up
+  // Six copies, one per application queue. The plugins leave a P@H restart to the daemon's own
+  // application (it gets a copy of every P@H and @H command), which acted on it. A barrier:
+  // a ping to P@H answered by all six means every queue has handed over its copy.
+  const pongs = await controlProducer(connection).rpcCollect(new RpcCommand('ping'), { _key: processKey(daemon), _timeout: 15, expect: 6 });
+  t.is(pongs.length, 6);
   t.is(daemon.find('re-exec').length, 1, 'exactly one re-exec');
-  t.is(daemon.find('restart command already acted on: ignored').length, 5);
-  const ids = new Set([...daemon.find('restarting'), ...daemon.find('restart command already acted on: ignored')].map((l) => l['messageId']));
-  t.is(ids.size, 1, 'every copy carried the same command id');
+  t.is(daemon.find('restarting').length, 1);
+  t.is(daemon.find('restarting')[0]?.['reason'], 'restart command to postaged', "the daemon's own application acted on it");
 
   const s = await status(connection);
   t.is(s.pid, daemon.pid);

@@ -3,19 +3,19 @@
  * every `import`, `export … from`, `import()` and `import('x').T` of every .ts file under
  * lib/, daemon/, cli/ and bench/ is read with the TypeScript parser and its target judged.
  *
- *   lib/wire        → lib/errors.ts                       (+ node:*)
+ *   lib/wire        → lib/errors.ts, lib/env.ts            (+ node:*)
  *   lib/scheduler   → lib/errors.ts, lib/logger.ts         (+ node:*)
  *   lib/amqp        → wire, errors, env, logger            (+ node:*, amqplib)
  *   lib/messaging   → amqp, wire, errors, env, logger      (+ node:*, amqplib)
  *   lib/processing  → messaging, scheduler, amqp, wire, errors, logger (+ node:*, amqplib)
  *   lib/application → anything in lib/                     (+ node:*, amqplib)
  *   lib/errors.ts, lib/env.ts, lib/logger.ts → nothing else in lib/ (+ node:*)
- *   lib/index.ts    → anything in lib/ (the public surface)
+ *   lib/index.ts, lib/internal.ts → anything in lib/ (the public and the internal surface)
  *   lib/ never imports daemon/, cli/ or anything outside lib/; its packages are node:*,
  *   amqplib and the winston *type* only.
- *   daemon/ and cli/ reach the library only through 'postage' (never a relative path into
- *   lib/ or dist/); cli/ never imports daemon/ and daemon/ never imports cli/.
- *   bench/ → 'postage', amqplib, node:*, and bench/ itself.
+ *   daemon/ and cli/ reach the library only through 'postage' and 'postage/internal' (never a
+ *   relative path into lib/ or dist/); cli/ never imports daemon/ and daemon/ never imports cli/.
+ *   bench/ → 'postage', 'postage/internal', amqplib, node:*, and bench/ itself.
  * Type-only imports count: a type pointing upward is still an upward dependency.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -95,13 +95,15 @@ function layerOf(file: string): string {
 }
 
 const LIB_ALLOWED: Readonly<Record<string, readonly string[] | 'all'>> = {
-  wire: ['wire', 'errors'],
+  // env.ts is a leaf that reads the environment: Python's Fingerprint read it too.
+  wire: ['wire', 'errors', 'env'],
   scheduler: ['scheduler', 'errors', 'logger'],
   amqp: ['amqp', 'wire', 'errors', 'env', 'logger'],
   messaging: ['messaging', 'amqp', 'wire', 'errors', 'env', 'logger'],
   processing: ['processing', 'messaging', 'scheduler', 'amqp', 'wire', 'errors', 'logger'],
   application: 'all',
   index: 'all',
+  internal: 'all',
   errors: [],
   env: [],
   logger: [],
@@ -151,14 +153,14 @@ function violation(imp: Import): string | undefined {
       if (!target.startsWith(`${top}/`)) return `${top}/ imports ${target}, outside ${top}/`;
       return undefined;
     }
-    if (spec.startsWith('postage/')) return `${top}/ deep-imports '${spec}'; only 'postage' is public`;
+    if (spec.startsWith('postage/') && spec !== 'postage/internal') return `${top}/ deep-imports '${spec}'; use 'postage' or 'postage/internal'`;
     return undefined;
   }
 
   if (top === 'bench') {
     if (target !== undefined) return target.startsWith('bench/') ? undefined : `bench/ imports ${target}; use 'postage' or bench/ helpers`;
-    if (isBuiltin(spec) || spec === 'postage' || spec === 'amqplib') return undefined;
-    return `bench/ may import only 'postage', amqplib and node:* (found '${spec}')`;
+    if (isBuiltin(spec) || spec === 'postage' || spec === 'postage/internal' || spec === 'amqplib') return undefined;
+    return `bench/ may import only 'postage', 'postage/internal', amqplib and node:* (found '${spec}')`;
   }
   return undefined;
 }
@@ -201,6 +203,8 @@ test('the rules catch what they should', (t) => {
   const judge = (from: string, specifier: string, typeOnly = false): string | undefined => violation({ from, specifier, typeOnly, line: 1 });
   t.truthy(judge('lib/wire/message.ts', '../amqp/exchange.js'));
   t.is(judge('lib/wire/message.ts', '../errors.js'), undefined);
+  t.is(judge('lib/wire/fingerprint.ts', '../env.js'), undefined);
+  t.truthy(judge('lib/wire/fingerprint.ts', '../logger.js'));
   t.truthy(judge('lib/wire/message.ts', 'amqplib'));
   t.truthy(judge('lib/scheduler/micro-thread.ts', '../wire/message.js'));
   t.is(judge('lib/scheduler/micro-scheduler.ts', '../logger.js'), undefined);
@@ -217,6 +221,7 @@ test('the rules catch what they should', (t) => {
   t.truthy(judge('daemon/main.ts', '../cli/output.js'));
   t.truthy(judge('cli/commands/ps.ts', '../../daemon/config.js'));
   t.truthy(judge('cli/main.ts', 'postage/dist/lib/errors.js'));
+  t.is(judge('cli/main.ts', 'postage/internal'), undefined);
   t.is(judge('cli/commands/ps.ts', '../output.js'), undefined);
   t.is(judge('daemon/main.ts', 'postage'), undefined);
   t.truthy(judge('bench/rpc.bench.ts', '../lib/index.js'));

@@ -1,9 +1,10 @@
-/** Broker URLs from the config file, the environment and the flags, layered as the daemon layers them. */
+/** Broker settings from the config file and the environment, layered as the daemon layers them. */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { envLayer, fileLayer, resolveBrokerUrls } from '../../../cli/broker-settings.js';
+import { resolveBroker } from 'postage/internal';
+import { envLayer, fileLayer, flagsOverride, mergeLayers } from '../../../cli/broker-settings.js';
 import { CliError, ExitCode } from '../../../cli/exit-codes.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'postage-cli-settings-'));
@@ -12,9 +13,11 @@ function file(name: string, text: string): string {
   writeFileSync(p, text);
   return p;
 }
+const nodes = (layers: Parameters<typeof mergeLayers>[0], flags: { host?: string; vhost?: string } = {}): string[] =>
+  resolveBroker(mergeLayers(layers), { env: {}, override: flagsOverride(flags) }).targets.map((t) => `${t.user}:${t.password}@${t.hostname}:${t.port}/${t.vhost}`);
 
 test('defaults: guest on 127.0.0.1:5672, vhost /', (t) => {
-  t.deepEqual(resolveBrokerUrls([]), ['amqp://guest:guest@127.0.0.1:5672/%2F']);
+  t.deepEqual(nodes([]), ['guest:guest@127.0.0.1:5672//']);
 });
 
 test('the environment layer holds only the variables that are set', (t) => {
@@ -25,30 +28,30 @@ test('the environment layer holds only the variables that are set', (t) => {
   t.true(old.warnings.some((w) => w.includes('POSTAGE_RMQ_USER')));
 });
 
-test('fields build one URL per host; a URL wins over the fields, as in the daemon', (t) => {
-  t.deepEqual(resolveBrokerUrls([{ hosts: ['a', 'b:5673'], user: 'u', password: 'p@ss', vhost: 'my/vh' }]), ['amqp://u:p%40ss@a:5672/my%2Fvh', 'amqp://u:p%40ss@b:5673/my%2Fvh']);
-  t.deepEqual(resolveBrokerUrls([{ urls: ['amqp://x:y@file-host/fv'] }, { vhost: 'env-vhost' }]), ['amqp://x:y@file-host/fv']);
-  t.deepEqual(resolveBrokerUrls([{ hosts: ['file-host'] }, { urls: ['amqp://e@env-host/ev'] }]), ['amqp://e@env-host/ev']);
+test('fields give one node per host; a URL, from any layer, wins over the fields, as in the daemon', (t) => {
+  t.deepEqual(nodes([{ hosts: ['a', 'b:5673'], user: 'u', password: 'p@ss', vhost: 'my/vh' }]), ['u:p@ss@a:5672/my/vh', 'u:p@ss@b:5673/my/vh']);
+  t.deepEqual(nodes([{ url: ['amqp://x:y@file-host/fv'] }, { vhost: 'env-vhost' }]), ['x:y@file-host:5672/fv']);
+  t.deepEqual(nodes([{ hosts: ['file-host'] }, { url: ['amqp://e@env-host/ev'] }]), ['e:guest@env-host:5672/ev']);
 });
 
-test('--host and --vhost replace those parts of every URL', (t) => {
-  t.deepEqual(resolveBrokerUrls([{ urls: ['amqp://u:p@h1:5672/v1?heartbeat=5'] }], { vhost: 'other' }), ['amqp://u:p@h1:5672/other?heartbeat=5']);
-  t.deepEqual(resolveBrokerUrls([{ urls: ['amqp://u:p@h1:5672/v1'] }], { hosts: ['n1', 'n2:5673'] }), ['amqp://u:p@n1:5672/v1', 'amqp://u:p@n2:5673/v1']);
-  t.deepEqual(resolveBrokerUrls([{ vhost: 'a' }], { vhost: '/' }), ['amqp://guest:guest@127.0.0.1:5672/%2F']);
+test('--host and --vhost replace those parts of every node', (t) => {
+  t.deepEqual(nodes([{ url: ['amqp://u:p@h1:5672/v1?heartbeat=5'] }], { vhost: 'other' }), ['u:p@h1:5672/other']);
+  t.deepEqual(nodes([{ url: ['amqp://u:p@h1:5672/v1'] }], { host: 'n1, n2:5673' }), ['u:p@n1:5672/v1', 'u:p@n2:5673/v1']);
+  t.deepEqual(nodes([{ vhost: 'a' }], { vhost: '/', host: '[::1]:5673' }), ['guest:guest@::1:5673//']);
 });
 
-test("a postaged config file (JSON with comments): only its broker section is read", async (t) => {
+test('a postaged config file (JSON with comments): only its broker section is read', async (t) => {
   const p = file(
     'postaged.json',
     `{
       // the daemon's own keys are ignored here
       "name": "edge", "host": "web-1", "apps": {"x": {"groups": ["g"]}},
-      "broker": { "url": ["amqp://u:pw@broker-1/prod"], /* failover */ "hosts": ["b2"], "port": 5673, "vhost": "prod", "user": "u", "password": "pw" }
+      "broker": { "url": ["amqp://u:pw@broker-1/prod"], /* failover */ "hosts": ["b2"], "port": 5673, "vhost": "prod", "user": "u", "password": "pw", "heartbeat": 5, "connectAttempts": 3 }
     }`,
   );
-  t.deepEqual(await fileLayer(p), { urls: ['amqp://u:pw@broker-1/prod'], hosts: ['b2'], port: 5673, vhost: 'prod', user: 'u', password: 'pw' });
+  t.deepEqual(await fileLayer(p), { url: ['amqp://u:pw@broker-1/prod'], hosts: ['b2'], port: 5673, vhost: 'prod', user: 'u', password: 'pw' });
   t.deepEqual(await fileLayer(file('nobroker.json', '{"name": "x"}')), {});
-  t.deepEqual(await fileLayer(file('string-url.json', '{"broker": {"url": "amqp://a/b,amqp://c/d"}}')), { urls: ['amqp://a/b', 'amqp://c/d'] });
+  t.deepEqual(await fileLayer(file('string-url.json', '{"broker": {"url": "amqp://a/b,amqp://c/d"}}')), { url: ['amqp://a/b', 'amqp://c/d'] });
 });
 
 test('a missing or invalid config file is exit 78, and a bad password is never echoed', async (t) => {
@@ -61,4 +64,12 @@ test('a missing or invalid config file is exit 78, and a bad password is never e
   t.regex(port?.message ?? '', /broker\.port must be a port number/);
   const secret = await t.throwsAsync(fileLayer(file('pw.json', '{"broker": {"password": 12345678}}')), { instanceOf: CliError });
   t.false(secret?.message.includes('12345678'));
+});
+
+test('keys the daemon would refuse are refused here too, by name', async (t) => {
+  for (const key of ['host', 'urls', 'pasword']) {
+    const err = await t.throwsAsync(fileLayer(file(`${key}.json`, `{"broker": {"${key}": "x"}}`)), { instanceOf: CliError });
+    t.is(err?.exitCode, ExitCode.CONFIG);
+    t.regex(err?.message ?? '', new RegExp(`broker\\.${key}: unknown key`));
+  }
 });

@@ -1,7 +1,7 @@
 /** Formatting of tables, durations, sizes, and the ps / status views of a daemon's status. */
 import test from 'ava';
 import { asDaemonStatus, psTable, statusBlock } from '../../../cli/daemon-status.js';
-import { bytes, duration, table } from '../../../cli/output.js';
+import { bytes, duration, safe, showValue, table } from '../../../cli/output.js';
 
 test('durations and sizes', (t) => {
   t.is(duration(42.7), '42s');
@@ -65,4 +65,11 @@ test('status: process lines, every count, queues and errors', (t) => {
 test('a value without an applications list is not a daemon status', (t) => {
   t.is(asDaemonStatus({ name: 'x' }), undefined);
   t.is(asDaemonStatus('text'), undefined);
+});
+
+test('text from remote replies cannot drive the terminal: control characters are shown escaped', (t) => {
+  t.is(safe('ok\u001b[2J\u001b]0;owned\u0007 \r\u009b1m'), 'ok\\u001b[2J\\u001b]0;owned\\u0007 \\u000d\\u009b1m');
+  t.is(safe('two\nlines\tand a tab'), 'two\nlines\tand a tab');
+  t.is(showValue('\u001b[31mred'), '\\u001b[31mred');
+  t.is(table([{ header: 'NAME' }], [['evil\u001b[2J\nname']]), 'NAME\nevil\\u001b[2J name\n');
 });

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
 import { ConfigError, loadConfig, redactConfig, schemaEntries, secretsOf } from '../../../daemon/config.js';
+import { scrubber } from '../../../daemon/secrets.js';
 
 function file(content: unknown): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'postaged-config-'));
@@ -103,15 +104,31 @@ test('deprecated POSTAGE_RMQ_* variables are read, with a warning', (t) => {
   t.is(current.config.broker.user, 'new');
 });
 
-test('redactConfig hides the password and URL passwords; secretsOf lists them raw and encoded', (t) => {
-  const { config } = loadConfig({ env: { POSTAGE_PASSWORD: 'pa:ss@w', POSTAGE_URL: 'amqp://u:s%40cret@h/v' } });
-  const shown = JSON.stringify(redactConfig(config));
-  t.false(shown.includes('pa:ss@w'));
-  t.false(shown.includes('s%40cret'));
-  t.regex(shown, /amqp:\/\/u:\*\*\*@h\/v/);
-  const secrets = secretsOf(config);
-  for (const s of ['pa:ss@w', encodeURIComponent('pa:ss@w'), 's%40cret', 's@cret']) t.true(secrets.includes(s), s);
-  t.false(secretsOf(loadConfig({ env: {} }).config).includes('guest'), 'the default guest password is not scrubbed from every line');
+test('redactConfig hides the password, URL passwords and secret-looking settings, and says which; secretsOf lists them', (t) => {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'postaged-secrets-')), 'c.json');
+  fs.writeFileSync(file, JSON.stringify({ apps: { billing: { settings: { apiKey: 'k-123456', db: { password: 'db-pw', host: 'db1' }, region: 'eu' } } } }));
+  const { config } = loadConfig({ configFile: file, env: { POSTAGE_PASSWORD: 'pa:ss@w', POSTAGE_URL: 'amqp://u:s%40cret@h/v' } });
+  const { config: shown, redacted } = redactConfig(config);
+  const text = JSON.stringify(shown);
+  for (const leak of ['pa:ss@w', 's%40cret', 'k-123456', 'db-pw']) t.false(text.includes(leak), leak);
+  t.regex(text, /amqp:\/\/u:\*\*\*@h\/v/);
+  t.like(shown.apps['billing']?.settings, { region: 'eu', apiKey: '***', db: { host: 'db1', password: '***' } });
+  t.deepEqual(redacted, ['broker.password', 'broker.url (passwords)', 'apps.billing.settings.apiKey', 'apps.billing.settings.db.password']);
+  const secrets = secretsOf(config, {});
+  for (const s of ['pa:ss@w', 's@cret', 'k-123456', 'db-pw']) t.true(secrets.includes(s), s);
+  t.false(secretsOf(loadConfig({ env: {} }).config, {}).includes('guest'), 'the default guest password is not scrubbed from every line');
+});
+
+test('the scrubber removes each secret as written, URL-encoded and JSON-escaped; a short one only where it stands alone', (t) => {
+  const clean = scrubber(['p:@%/#"\\w', 'ab']);
+  const pw = 'p:@%/#"\\w';
+  for (const form of [pw, encodeURIComponent(pw), JSON.stringify(pw).slice(1, -1), JSON.stringify(JSON.stringify(pw))]) {
+    t.false(clean(`x ${form} y`).includes(pw), form);
+    t.false(clean(`x ${form} y`).includes(encodeURIComponent(pw)), form);
+    t.false(clean(`x ${form} y`).includes(JSON.stringify(pw).slice(1, -1)), form);
+  }
+  t.is(clean('{"password":"ab","about":"tab"}'), '{"password":"***","about":"tab"}');
+  t.is(clean('amqp://u:ab@host'), 'amqp://u:***@host');
 });
 
 test('the example configs in config/ load and validate', (t) => {

@@ -57,7 +57,8 @@ test('module shapes: no default export, a non-class default, a name unusable in 
 });
 
 test('a missing file is a failure, not a throw', async (t) => {
-  const loaded = await loadPlugin(path.join(os.tmpdir(), 'no-such-plugin.mjs'));
+  // In a folder of our own: os.tmpdir() itself is writable by everyone, which strictModes refuses first.
+  const loaded = await loadPlugin(path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'postage-loader-')), 'no-such-plugin.mjs'));
   t.false(loaded.ok);
   if (!loaded.ok) t.regex(loaded.reason, /ENOENT/);
 });

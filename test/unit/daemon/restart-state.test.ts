@@ -14,7 +14,6 @@ test('a restart id is claimed once, in this generation and the next', (t) => {
   const g1 = RestartState.fromEnv(undefined, 60_000);
   t.true(g1.claim('m1'));
   t.false(g1.claim('m1'));
-  t.true(g1.has('m1'));
   const g2 = RestartState.fromEnv(g1.next('restart command to x'), 60_000);
   t.is(g2.generation, 2);
   t.is(g2.restarts, 1);
@@ -50,4 +49,23 @@ test('damaged state is ignored, with the reason', (t) => {
     t.is(s.generation, 1, value);
     t.regex(s.problem ?? '', /POSTAGED_STATE/);
   }
+});
+
+test('groups and quit applications travel to the next generation', (t) => {
+  const g1 = RestartState.fromEnv(undefined, 60_000);
+  g1.setQuit('gone', true);
+  const g2 = RestartState.fromEnv(g1.next('r', { echo: ['blue', 'red'], other: [] }), 60_000);
+  t.deepEqual(g2.groupsOf('echo'), ['blue', 'red']);
+  t.deepEqual(g2.groupsOf('other'), [], 'an application that left every group is known to have none');
+  t.is(g2.groupsOf('never-ran'), undefined, 'an application not running then keeps its configured groups');
+  t.true(g2.isQuit('gone'));
+  g2.setQuit('gone', false);
+  t.false(RestartState.fromEnv(g2.next('r'), 60_000).isQuit('gone'), 'a changed file brings it back for good');
+});
+
+test('each generation knows when it started; the first one knows when the process did', (t) => {
+  const before = Date.now();
+  const s = RestartState.fromEnv(RestartState.fromEnv(undefined, 60_000, new Date('2030-01-01T00:00:00Z')).next('r'), 60_000);
+  t.is(s.startedAt, '2030-01-01T00:00:00.000Z');
+  t.true(s.generationStartedAt >= before && s.generationStartedAt <= Date.now());
 });

@@ -49,9 +49,10 @@ test('the watchdog pings WATCHDOG=1 every half of WATCHDOG_USEC from a timer, an
   const pings = socket.with('WATCHDOG', '1').map((m) => m.at);
   const gaps = pings.slice(1).map((a, i) => a - pings[i]!);
   t.log(`gaps between pings (ms): ${gaps.map((g) => g.toFixed(0)).join(' ')}`);
-  // Timers never fire early, but one late tick makes the next gap short: judge the sum. Two timers
-  // would bring 6 pings within ~250 ms.
-  t.true(pings.at(-1)! - pings[0]! >= 450, 'one timer, every 100 ms: 5 intervals take at least 450 ms');
+  // Two timers would put half the gaps near 0; one timer keeps the median near 100 ms even when
+  // a loaded machine fires a tick late and the next one early.
+  const median = [...gaps].sort((a, b) => a - b)[Math.floor(gaps.length / 2)] ?? 0;
+  t.true(median >= 75, `one timer, every ~100 ms (not two): median gap ${median.toFixed(0)} ms`);
   // Block the event loop for 3 watchdog periods: no ping can be sent meanwhile.
   const before = socket.with('WATCHDOG').length;
   const end = Date.now() + 600;

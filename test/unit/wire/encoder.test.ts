@@ -36,3 +36,35 @@ test('__proto__ keys stay plain data', (t) => {
   t.is(({} as Record<string, unknown>)['polluted'], undefined);
   t.is(structuredClone(v)['polluted'], undefined);
 });
+
+test("Python's NaN, Infinity and -Infinity are read, and written back as Python writes them", (t) => {
+  const e = new JsonEncoder();
+  const body = e.decode(Buffer.from('{"a": NaN, "b": [Infinity, -Infinity, 1.5], "s": "NaN, Infinity stay text", "t": "\\u00e9"}')) as Record<string, unknown>;
+  t.true(Number.isNaN(body['a']));
+  t.deepEqual(body['b'], [Infinity, -Infinity, 1.5]);
+  t.is(body['s'], 'NaN, Infinity stay text');
+  t.is(body['t'], 'é');
+  t.is(e.encode({ a: NaN, b: [Infinity, -Infinity], s: 'NaN', z: 'x\u0000y' }).toString(), '{"a":NaN,"b":[Infinity,-Infinity],"s":"NaN","z":"x\\u0000y"}');
+  t.is(e.encode({ plain: 1 }).toString(), '{"plain":1}');
+});
+
+test('an invalid body with NaN in it reports the body\'s own error', (t) => {
+  const err = t.throws(() => new JsonEncoder().decode(Buffer.from('{"a": NaNx}')));
+  t.is((err as { code?: string }).code, 'POSTAGE_ERR_DECODE');
+  t.regex(err?.message ?? '', /"\{"a": NaNx\}" is not valid JSON/);
+});
+
+test('bigint: integers beyond 2^53 are read and written exactly; safe ones stay numbers', (t) => {
+  const e = new JsonEncoder({ bigint: true });
+  const text = '{"big":12345678901234567890,"neg":-98765432109876543210,"edge":9007199254740993,"safe":9007199254740991,"f":1.5e300,"s":"12345678901234567890"}';
+  const body = e.decode(Buffer.from(text)) as Record<string, unknown>;
+  t.is(body['big'], 12345678901234567890n);
+  t.is(body['neg'], -98765432109876543210n);
+  t.is(body['edge'], 9007199254740993n);
+  t.is(body['safe'], 9007199254740991);
+  t.is(body['f'], 1.5e300);
+  t.is(body['s'], '12345678901234567890');
+  t.is(e.encode(body).toString(), text.replace('1.5e300', '1.5e+300'));
+  t.is(new JsonEncoder().encode({ n: 2n ** 64n }).toString(), '{"n":18446744073709551616}', 'a bigint is written exactly by any encoder');
+  t.not((new JsonEncoder().decode(Buffer.from('{"n":12345678901234567890}')) as { n: number }).n.toString(), '12345678901234567890', 'without the option, a double (rounded)');
+});
