@@ -50,8 +50,8 @@ STOPSIGNAL SIGTERM
 # Healthy = the daemon answers a ping through the broker: it is connected and consuming. A lost
 # broker connection, or a daemon that stopped consuming, is unhealthy within 3 tries. The key is
 # N@H, the daemon's own application on this host (POSTAGED_NAME, POSTAGE_HOSTNAME, else postaged and
-# the container's host name), so it holds under `--init` too; the broker is the daemon's (the
-# config file's broker section, then the environment).
+# the container's host name), so it holds when an init process runs postaged too; the broker is the
+# daemon's (the config file's broker section, then the environment).
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
   CMD /opt/postage/bin/postage ping "${POSTAGED_NAME:-postaged}@${POSTAGE_HOSTNAME:-$(hostname)}" --config "$POSTAGED_CONFIG" --expect 1 --timeout 5 >/dev/null || exit 1
 ENTRYPOINT ["/opt/postage/bin/postaged"]

@@ -94,10 +94,14 @@ test.serial('two daemons on a three-node cluster: different nodes, quorum shared
 });
 
 /**
- * Needs reconnection over the whole address list (issue 10, lib/amqp/connection.ts): today
- * amqplib's `recovery` reconnects only to the URL that first worked, so daemon A retries node 1
- * forever. Marked `failing` until that lands: ava then reports it as expected to fail, and turns
- * red the day it passes, so that the mark is removed.
+ * Needs, besides reconnection over the whole address list (issue 10, in place: A moves to another
+ * node in about a second), an application's own queue that survives the loss of its node: today
+ * `N:P@H` is a durable classic queue, whose declaration through another node is refused while its
+ * home node is down (404 NOT_FOUND "home node … is down or inaccessible"), and since each consumer
+ * declares all its queues on one channel, A's applications then consume nothing at all (B takes
+ * N/rr alone). E.g. declare the own queue as a quorum queue (it takes x-expires) when
+ * `topology.quorum` is on. Marked `failing` until then: ava reports it as expected to fail, and
+ * turns red the day it passes, so that the mark is removed.
  */
 test.serial.failing('stopping the node a daemon is connected to moves it to another within seconds; nothing sent to N/rr is lost; @H still reaches it', async (t) => {
   const { nodes, vhost, a, b, client } = await startFleet(t, 'postage-fleet-failover');
@@ -128,12 +132,16 @@ test.serial.failing('stopping the node a daemon is connected to moves it to anot
     throw err;
   });
   const movedMs = performance.now() - t0;
+  t.log(`daemon A connected through :${moved} ${movedMs.toFixed(0)} ms after node 1 began to stop`);
   const answered = await waitFor('daemon A answers on its own key', async () => {
     const r = await producer.rpcCommand('ping', {}, { _key: `postaged:${a.pid}@host-a`, _timeout: 1, _max_retry: 0 });
     return r.ok;
-  }, 20_000, 100);
+  }, 20_000, 100).catch((err: Error) => {
+    t.log(`${err.message}; A's last log lines:\n${a.tail(6)}`);
+    throw err;
+  });
   t.truthy(answered);
-  t.log(`daemon A moved to :${moved} after ${movedMs.toFixed(0)} ms, answering after ${(performance.now() - t0).toFixed(0)} ms`);
+  t.log(`daemon A answering on its own key ${(performance.now() - t0).toFixed(0)} ms after node 1 began to stop`);
   t.true(movedMs < 10_000, 'moved within seconds');
 
   // A few more seconds of traffic, then every confirmed id must have been handled somewhere.

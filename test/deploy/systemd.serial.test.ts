@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { freshVhost, listQueues } from '../helpers/broker.js';
 import { packTarball } from '../helpers/package.js';
 import { podman, podmanOk, preparePodman, runContainer } from '../helpers/podman.js';
@@ -31,11 +31,9 @@ function headerSteps(unit: string): string[] {
   return steps;
 }
 
+/** A container whose PID 1 is systemd, driven with `podman exec`. */
 class SystemdContainer {
-  constructor(
-    readonly name: string,
-    private readonly t: ExecutionContext,
-  ) {}
+  constructor(readonly name: string) {}
 
   async sh(script: string): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
     return podman('exec', this.name, 'sh', '-c', script);
@@ -73,10 +71,6 @@ class SystemdContainer {
     const replies = JSON.parse(r.stdout) as Array<{ value: { pid: number; generation: number } }>;
     return replies[0]?.value;
   }
-
-  log(s: string): void {
-    this.t.log(s);
-  }
 }
 
 let image = false;
@@ -100,7 +94,7 @@ test.serial('the unit under systemd: Type=notify start, restart and reload in pl
   const name = `postaged-sysd-${host}`;
   const env = `POSTAGE_HOST=127.0.0.1 POSTAGE_VHOST=${vhost}`;
   await runContainer(t, name, ['--systemd=always', '--cap-add', 'SYS_ADMIN', '--network=host', '--hostname', host, IMAGE]);
-  const c = new SystemdContainer(name, t);
+  const c = new SystemdContainer(name);
   const boot = await waitFor('systemd up', async () => /^(running|degraded)$/.test((await c.sh('systemctl is-system-running')).stdout.trim()), 60_000, 250);
   t.truthy(boot);
   t.is((await c.shOk('cat /proc/1/comm')).trim(), 'systemd');

@@ -12,6 +12,8 @@ import { ROOT } from './spawn.js';
 export const CONTAINERS_CONF = path.join(ROOT, 'scripts', 'deploy', 'containers.conf');
 /** Label on every container a test starts. */
 export const LABEL = 'postage-ci=deploy';
+/** And the PID of the test process that started it: leftovers are removed only once it is gone. */
+const OWNER_LABEL = 'postage-ci-owner';
 
 /** podman with the project's containers.conf; its harmless "no systemd" healthcheck-timer noise dropped. */
 export async function podman(...args: string[]): Promise<RunResult> {
@@ -46,10 +48,26 @@ export async function preparePodman(t: ExecutionContext): Promise<string> {
   return tag;
 }
 
-/** Removes containers a crashed earlier run left (they carry LABEL). */
+/**
+ * Removes the containers a crashed earlier run left (they carry LABEL, and the PID of a test
+ * process that no longer runs: another test's live containers are left alone).
+ */
 export async function removeLeftovers(): Promise<void> {
-  const ids = (await podmanOk('ps', '-a', '-q', '--filter', `label=${LABEL}`)).stdout.split('\n').filter(Boolean);
-  if (ids.length > 0) await podman('rm', '-f', '-t', '0', ...ids);
+  const rows = (await podmanOk('ps', '-a', '--filter', `label=${LABEL}`, '--format', `{{.ID}} {{index .Labels "${OWNER_LABEL}"}}`)).stdout.split('\n').filter(Boolean);
+  const dead = rows
+    .map((r) => r.split(' '))
+    .filter(([, owner]) => {
+      const pid = Number(owner);
+      if (!Number.isInteger(pid) || pid <= 0) return true;
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code !== 'EPERM';
+      }
+    })
+    .map(([id]) => id!);
+  if (dead.length > 0) await podman('rm', '-f', '-t', '0', ...dead);
 }
 
 /** `podman run -d` with the label; the container is removed at teardown. */
@@ -58,7 +76,7 @@ export async function runContainer(t: ExecutionContext, name: string, args: read
   t.teardown(async () => {
     await podman('rm', '-f', '-t', '0', name);
   });
-  const r = await podmanOk('run', '-d', '--name', name, '--label', LABEL, ...args);
+  const r = await podmanOk('run', '-d', '--name', name, '--label', LABEL, '--label', `${OWNER_LABEL}=${process.pid}`, ...args);
   return r.stdout.trim();
 }
 
