@@ -387,7 +387,7 @@ export const schema = {
       env: 'POSTAGED_UNIQUE_QUEUE_EXPIRES',
     },
     quorum: {
-      doc: 'Declare shared queues as quorum queues (replicated on a cluster).',
+      doc: 'Declare the applications\' queues (shared, group and their own) as quorum queues, replicated on a cluster: an instance\'s own queue then survives the loss of its node.',
       format: 'postaged-bool',
       default: false,
       env: 'POSTAGED_QUORUM',

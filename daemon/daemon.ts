@@ -7,9 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { Connection, DAEMON_DISCOVERY_KEY, type ConnectionOptions, type ControlEvent, type DaemonStatus, type GenericApplication, type Logger } from 'postage';
+import { Connection, DAEMON_DISCOVERY_KEY, PostageError, type ConnectionOptions, type ControlEvent, type DaemonStatus, type GenericApplication, type Logger } from 'postage';
 import { reachesWholeProcess, readSigningKeys } from 'postage/internal';
 import type { DaemonConfig } from './config.js';
+import { ConfigError } from './config-error.js';
 import { DaemonApplication } from './daemon-application.js';
 import { Faults } from './faults.js';
 import { Host, type RootLogger } from './host.js';
@@ -42,6 +43,21 @@ interface PidUsage {
 const pidusageOf = createRequire(import.meta.url)('pidusage') as (pid: number, options: { maxage: number }) => Promise<PidUsage>;
 /** CPU percent is measured between two calls; the history is kept an hour (pidusage's default is a minute). */
 const pidusage = (pid: number): Promise<PidUsage> => pidusageOf(pid, { maxage: 3600_000 });
+
+/**
+ * Why the daemon cannot start when its own application failed. Queues that exist with other
+ * flags than the topology settings declare are a configuration error (exit 78, naming the
+ * key): restarting would meet the same queues.
+ */
+function ownStartError(name: string, started: { error?: string; cause?: unknown }): Error {
+  const reason = `the daemon's own application ${name} could not start: ${started.error ?? 'failed'}`;
+  const cause = started.cause;
+  if (cause instanceof PostageError && cause.code === 'POSTAGE_ERR_TOPOLOGY') {
+    const key = cause.details['arg'] === 'x-queue-type' ? 'topology.quorum' : 'topology.mode';
+    return new ConfigError(key, `${key}: ${reason}`);
+  }
+  return new Error(reason, { cause });
+}
 
 /**
  * The broker options of the configuration, as the library takes them. Every field is given,
@@ -136,7 +152,8 @@ export class Daemon {
       extraKeys: [DAEMON_DISCOVERY_KEY],
       status: () => this.status(),
     });
-    if ((await host.run(own, null)) === 'failed') throw new Error(`the daemon's own application ${config.name} could not start (see the log)`);
+    const started = await host.run(own, null);
+    if (started.state === 'failed') throw ownStartError(config.name, started);
     const files = fs
       .readdirSync(this.pluginDir)
       .filter(isPluginFile)

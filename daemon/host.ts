@@ -23,6 +23,8 @@ interface AppRecord {
   app?: GenericApplication;
   /** Why it could not run (load, constructor, start): the application is `failed`. */
   error?: string;
+  /** What its start threw, when that is why it failed. */
+  cause?: unknown;
   /** Why it does not run although nothing failed (disabled, quit in an earlier generation). */
   idle?: string;
   /** It kept crashing the daemon: not loaded until then (ms since the epoch). */
@@ -54,13 +56,19 @@ function message(err: unknown): string {
 /**
  * What to do about a queue refused for its flags (POSTAGE_ERR_TOPOLOGY): the setting that
  * makes this application declare the other flags, or the command that moves the queue.
+ * `prefix` is where the application's topology settings live (`topology` or
+ * `apps.<name>.topology`).
  */
-function topologyHint(err: unknown, setting: string, app: GenericApplication): string {
+export function topologyHint(err: unknown, prefix: string, app: GenericApplication): string {
   if (!(err instanceof PostageError) || err.code !== 'POSTAGE_ERR_TOPOLOGY') return '';
   const queue = String(err.details['queue']);
   const mode = app.topology.mode ?? 'durable';
+  if (err.details['arg'] === 'x-queue-type') {
+    const quorum = app.topology.quorum ?? false;
+    return `. To declare it as the queue is, set ${prefix}.quorum to ${String(!quorum)}; to change the queue instead, stop what uses it and run: postage topology migrate '${queue}' --mode ${mode}${quorum ? ' --quorum' : ''} (docs/operations.md)`;
+  }
   const other = mode === 'durable' ? 'postage' : 'durable';
-  return `. To declare it as the queue is, set ${setting} to "${other}"; to change the queue instead, stop what uses it and run: postage topology migrate '${queue}' --mode ${mode} (docs/python-interop.md)`;
+  return `. To declare it as the queue is, set ${prefix}.mode to "${other}"; to change the queue instead, stop what uses it and run: postage topology migrate '${queue}' --mode ${mode} (docs/python-interop.md)`;
 }
 
 /** The state `status` shows for a record. */
@@ -108,12 +116,15 @@ export class Host {
     };
   }
 
-  /** Starts an application already constructed (the daemon's own); resolves once running or failed. */
-  async run(app: GenericApplication, file: string | null): Promise<AppState> {
+  /**
+   * Starts an application already constructed (the daemon's own); resolves once running or
+   * failed, with why it failed.
+   */
+  async run(app: GenericApplication, file: string | null): Promise<{ state: AppState; error?: string; cause?: unknown }> {
     const record: AppRecord = { name: app.name, file, app };
     this.records.push(record);
     await this.start(record, app, file === null);
-    return stateOf(record);
+    return { state: stateOf(record), ...(record.error !== undefined ? { error: record.error, cause: record.cause } : {}) };
   }
 
   /**
@@ -210,7 +221,8 @@ export class Host {
       await Promise.race([app.ready(), expired]);
       log.info('application started', { file: record.file, queues: app.queues, groups: app.groups });
     } catch (err) {
-      record.error = `create() failed: ${message(err)}${topologyHint(err, isDaemon ? 'topology.mode' : `apps.${record.name}.topology.mode`, app)}`;
+      record.error = `create() failed: ${message(err)}${topologyHint(err, isDaemon ? 'topology' : `apps.${record.name}.topology`, app)}`;
+      record.cause = err;
       log.error('application failed to start', { file: record.file, reason: record.error });
       app.stop();
       void app.close('failed').catch(() => undefined);

@@ -186,9 +186,10 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
     await daemon.start();
   } catch (err) {
     if (daemon.phase !== 'starting') return; // a stop or restart interrupted the start
-    const code = (err as { code?: string }).code === 'POSTAGE_ERR_BROKER_UNREACHABLE' ? EXIT_UNAVAILABLE : EXIT_FAILURE;
+    const code = err instanceof ConfigError ? EXIT_CONFIG : (err as { code?: string }).code === 'POSTAGE_ERR_BROKER_UNREACHABLE' ? EXIT_UNAVAILABLE : EXIT_FAILURE;
     log.error('postaged could not start', { reason: (err as Error).message, exitCode: code });
     await flushLogs();
+    if (err instanceof ConfigError) configError(err);
     exit(code);
   }
 }

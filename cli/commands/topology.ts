@@ -104,7 +104,7 @@ export function registerTopology(program: Command, output: Output): void {
       .addOption(new Option('--mode <mode>', 'topology mode to compare with').choices(['durable', 'postage']).makeOptionMandatory())
       .addOption(new Option('--shared-queue-expires <ms>', 'x-expires of shared queues, if not the default (7 days)').argParser(positiveInteger))
       .addOption(new Option('--unique-queue-expires <ms>', "x-expires of an instance's own queue, if not the default (60 s)").argParser(positiveInteger))
-      .option('--quorum', 'shared queues are quorum queues');
+      .option('--quorum', 'the queues are quorum queues (topology.quorum)');
     if (verb === 'migrate') cmd.option('--force', 'delete a queue that differs even when it holds messages or has consumers (its messages are lost)');
     brokerOptions(cmd).addHelpText(
       'after',

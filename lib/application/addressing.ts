@@ -23,7 +23,10 @@ export interface TopologyOptions {
    * a re-exec (same PID). Default: 60000.
    */
   uniqueQueueExpires?: number;
-  /** Declare shared queues as quorum queues (replicated on a cluster). Default: false. */
+  /**
+   * Declare the application's queues (shared, group and its own) as quorum queues, replicated
+   * on a cluster: its own queue then survives the loss of the node it lives on. Default: false.
+   */
   quorum?: boolean;
 }
 
@@ -115,7 +118,7 @@ export function queueFlags(kind: 'shared' | 'unique' | 'group', appName: string,
     return kind === 'group' ? undefined : { auto_delete: true };
   }
   if (mode !== 'durable') throw invalidArgument('topology.mode', mode, 'must be "durable" or "postage"');
-  if (kind === 'unique') return durableFlags(options.uniqueQueueExpires ?? 60_000, appName, false);
+  if (kind === 'unique') return durableFlags(options.uniqueQueueExpires ?? 60_000, appName, options.quorum ?? false);
   return durableFlags(options.sharedQueueExpires ?? 7 * DAY, appName, options.quorum ?? false);
 }
 

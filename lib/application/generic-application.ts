@@ -142,15 +142,21 @@ export class GenericApplication extends MessageProcessor {
     this.logger.info('left group', { group });
   }
 
-  /** A queue refused for its flags: say which topology mode declared them, and which one Python Postage's are. */
+  /**
+   * A queue refused for its flags: say which topology setting declared them (the queue type, or
+   * the mode and which one Python Postage's are).
+   */
   protected override explainStartError(error: unknown): unknown {
     if (!(error instanceof PostageError) || error.code !== 'POSTAGE_ERR_TOPOLOGY') return error;
     const mode = this.topology.mode ?? 'durable';
+    const quorum = this.topology.quorum ?? false;
     const hint =
-      mode === 'durable'
+      error.details['arg'] === 'x-queue-type'
+        ? `This application declares ${quorum ? 'quorum queues (topology.quorum on)' : 'classic queues (topology.quorum off)'}; the queue on the broker is of the other type, and RabbitMQ cannot change a queue's type`
+        : mode === 'durable'
         ? "This application uses topology mode 'durable' (durable, expiring, dead-lettered queues); a queue that is not durable and auto-delete was declared by Python Postage 1.2.1, or in topology mode 'postage'"
         : "This application uses topology mode 'postage' (Python Postage 1.2.1's flags: not durable, auto-delete); a durable queue with arguments was declared in topology mode 'durable'";
-    return new PostageError('POSTAGE_ERR_TOPOLOGY', `${error.message}. ${hint}`, { ...error.details, mode }, { cause: error.cause });
+    return new PostageError('POSTAGE_ERR_TOPOLOGY', `${error.message}. ${hint}`, { ...error.details, mode, quorum }, { cause: error.cause });
   }
 
   /** On `quit` the unique queue goes with the application; on restart it stays for the next generation. */

@@ -94,16 +94,11 @@ test.serial('two daemons on a three-node cluster: different nodes, quorum shared
 });
 
 /**
- * Needs, besides reconnection over the whole address list (issue 10, in place: A moves to another
- * node in about a second), an application's own queue that survives the loss of its node: today
- * `N:P@H` is a durable classic queue, whose declaration through another node is refused while its
- * home node is down (404 NOT_FOUND "home node … is down or inaccessible"), and since each consumer
- * declares all its queues on one channel, A's applications then consume nothing at all (B takes
- * N/rr alone). E.g. declare the own queue as a quorum queue (it takes x-expires) when
- * `topology.quorum` is on. Marked `failing` until then: ava reports it as expected to fail, and
- * turns red the day it passes, so that the mark is removed.
+ * Reconnection over the whole address list moves A to another node; with topology.quorum A's own
+ * queue (N:P@H) is a quorum queue too, so it is declared again through the new node (a classic one
+ * is refused while its home node is down: 404 "home node … is down or inaccessible").
  */
-test.serial.failing('stopping the node a daemon is connected to moves it to another within seconds; nothing sent to N/rr is lost; @H still reaches it', async (t) => {
+test.serial('stopping the node a daemon is connected to moves it to another within seconds; nothing sent to N/rr is lost; @H still reaches it', async (t) => {
   const { nodes, vhost, a, b, client } = await startFleet(t, 'postage-fleet-failover');
   const [n1, n2] = nodes as [RabbitNode, RabbitNode];
   const producer = controlProducer(client);
