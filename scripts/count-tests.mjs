@@ -6,7 +6,8 @@
 // per-test line: tests left out after a failed hook ("✘ N tests remaining in FILE"), tests
 // pending when ava timed out ("N tests were pending in FILE"), and files that crashed
 // (uncaught exception, unhandled rejection, non-zero exit, process.exit(), failed to exit),
-// each crashed file counting as one failure.
+// each crashed file counting as one failure. A test marked `failing` that fails as expected
+// ("✔ [expected fail]") is not a pass: it is counted apart, as "N known to fail".
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 
@@ -19,6 +20,7 @@ export function countTests(output) {
   let failedTests = 0;
   let notRun = 0;
   let skipped = 0;
+  let expectedFailures = 0;
   const crashed = new Set();
   const crash = [
     /^\s*Uncaught exception in (\S+)/,
@@ -31,7 +33,8 @@ export function countTests(output) {
   ];
   for (const line of lines) {
     let m;
-    if (/^\s*✔ (?!\[unexpected pass\])/.test(line)) passed++;
+    if (/^\s*✔ \[expected fail\] /.test(line)) expectedFailures++;
+    else if (/^\s*✔ (?!\[unexpected pass\])/.test(line)) passed++;
     else if (/^\s*✘ \[(?:fail|unexpected pass)\]: /.test(line)) failedTests++;
     else if ((m = /^\s*✘ (\d+) tests? remaining in /.exec(line))) notRun += Number(m[1]);
     else if ((m = /^\s*(\d+) tests? (?:was|were) pending in /.exec(line))) notRun += Number(m[1]);
@@ -42,13 +45,14 @@ export function countTests(output) {
     }
   }
   const timedOut = lines.some((l) => /^\s*✘ Timed out while running tests/.test(l));
-  return { passed, failed: failedTests + notRun + crashed.size, failedTests, notRun, crashedFiles: [...crashed], skipped, timedOut };
+  return { passed, failed: failedTests + notRun + crashed.size, failedTests, notRun, crashedFiles: [...crashed], skipped, expectedFailures, timedOut };
 }
 
 /** The closing line; a non-zero exit with nothing counted as failed is still one failure. */
 export function summaryLine(counts, status) {
   const failed = String(status) !== '0' && counts.failed === 0 ? 1 : counts.failed;
-  return `tests: ${counts.passed} passed, ${failed} failed${counts.skipped ? `, ${counts.skipped} skipped` : ''}`;
+  const extra = [counts.skipped ? `${counts.skipped} skipped` : '', counts.expectedFailures ? `${counts.expectedFailures} known to fail` : ''].filter(Boolean);
+  return `tests: ${counts.passed} passed, ${failed} failed${extra.map((e) => `, ${e}`).join('')}`;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

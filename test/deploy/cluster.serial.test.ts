@@ -77,7 +77,7 @@ test.serial('two daemons on a three-node cluster: different nodes, quorum shared
   const typeOf = (name: string): string | undefined => queues.find((q) => q.name === name)?.type;
   for (const shared of ['echo-mjs', 'echo-mjs@host-a', 'echo-mjs@host-b', 'recorder', 'postaged']) t.is(typeOf(shared), 'quorum', `${shared} is a quorum queue`);
   t.is(queues.find((q) => q.name === 'recorder')?.members?.length, 3, 'replicated on the three nodes');
-  t.is(typeOf(`echo-mjs:${a.pid}@host-a`), 'classic', "an instance's own queue stays classic");
+  t.is(typeOf(`echo-mjs:${a.pid}@host-a`), 'quorum', "an instance's own queue is quorum too");
 
   // Fan-out by host: everything on host-a answers, nothing of host-b.
   const onA = await collect(client, '@host-a', 'ping');
@@ -132,7 +132,7 @@ test.serial('stopping the node a daemon is connected to moves it to another with
     const r = await producer.rpcCommand('ping', {}, { _key: `postaged:${a.pid}@host-a`, _timeout: 1, _max_retry: 0 });
     return r.ok;
   }, 20_000, 100).catch((err: Error) => {
-    t.log(`${err.message}; A's last log lines:\n${a.tail(6)}`);
+    t.log(`${err.message}; A's last log lines but 'recorded':\n${a.lines.filter((l) => l.message !== 'recorded').slice(-15).map((l) => JSON.stringify(l)).join('\n')}`);
     throw err;
   });
   t.truthy(answered);
