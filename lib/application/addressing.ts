@@ -111,8 +111,12 @@ function durableFlags(expires: number, name: string, quorum: boolean): QueueFlag
 }
 
 /** The flags of each kind of queue in a topology mode. */
-export function queueFlags(kind: 'shared' | 'unique' | 'group', appName: string, options: TopologyOptions = {}): QueueFlags | undefined {
+export function queueFlags(kind: 'shared' | 'unique' | 'group' | 'dead-letter', appName: string, options: TopologyOptions = {}): QueueFlags | undefined {
   const mode = options.mode ?? 'durable';
+  if (kind === 'dead-letter') {
+    // Durable in both modes (Python Postage had none); replicated like the rest with quorum.
+    return mode === 'durable' && options.quorum ? { durable: true, arguments: { 'x-queue-type': 'quorum' } } : { durable: true };
+  }
   if (mode === 'postage') {
     // Python: sid, hid and uid were {'auto_delete': True}; the group queue had no flags.
     return kind === 'group' ? undefined : { auto_delete: true };
@@ -146,6 +150,11 @@ export function groupBindings(id: Identity, group: string, options: TopologyOpti
     [spec(a.uid, queueFlags('unique', id.name, options)), groupKey(id.name, group)],
     [spec(groupKey(id.name, group), queueFlags('group', id.name, options)), groupRoundRobinKey(id.name, group)],
   ];
+}
+
+/** The application's dead-letter queue `postage.dead-letter.N`. */
+export function deadLetterQueueSpec(name: string, options: TopologyOptions = {}): { name: string; flags: QueueFlags } {
+  return { name: deadLetterQueue(name), flags: queueFlags('dead-letter', name, options)! };
 }
 
 /** The unique queue's spec (for `join_group` at run time). */
@@ -232,7 +241,7 @@ export interface QueueRole {
 export function queueRole(name: string, options: TopologyOptions = {}): QueueRole | undefined {
   if (name.startsWith(`${DEAD_LETTER_EXCHANGE}.`)) {
     const app = name.slice(DEAD_LETTER_EXCHANGE.length + 1);
-    return app ? { kind: 'dead-letter', app, flags: { durable: true } } : undefined;
+    return app ? { kind: 'dead-letter', app, flags: queueFlags('dead-letter', app, options) } : undefined;
   }
   const parsed = parseKey(name);
   switch (parsed?.form) {

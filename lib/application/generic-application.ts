@@ -12,7 +12,7 @@ import {
   applicationBindings,
   checkName,
   DEAD_LETTER_EXCHANGE,
-  deadLetterQueue,
+  deadLetterQueueSpec,
   groupKey,
   uniqueQueueSpec,
   type Addresses,
@@ -84,7 +84,7 @@ export class GenericApplication extends MessageProcessor {
     const groups = [...(options.groups ?? statics.groups)].map((g) => checkName('group', g));
     const id = { name, host: fingerprint.host, pid: fingerprint.pid };
     const topology = options.topology ?? {};
-    const dlq = { name: deadLetterQueue(name), flags: { durable: true } };
+    const dlq = deadLetterQueueSpec(name, topology);
     super({
       ...options,
       connection,

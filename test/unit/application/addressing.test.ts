@@ -19,6 +19,10 @@ test('durable mode: shared and own queues are durable, expiring and dead-lettere
     t.is(queueFlags(kind, 'echo', { quorum: true })?.arguments?.['x-queue-type'], 'quorum', `${kind} is quorum`);
   }
   t.like(queueFlags('unique', 'echo', { quorum: true, uniqueQueueExpires: 5000 }), { arguments: { 'x-expires': 5000 } });
+  // The dead-letter queue is declared with the others at every (re)connection: on a cluster a
+  // classic one is refused while its home node is down, and the application consumes nothing.
+  t.deepEqual(queueFlags('dead-letter', 'echo'), { durable: true });
+  t.deepEqual(queueFlags('dead-letter', 'echo', { quorum: true }), { durable: true, arguments: { 'x-queue-type': 'quorum' } });
 });
 
 test("postage mode: Python Postage 1.2.1's flags (auto-delete; the group queue without flags), quorum or not", (t) => {
@@ -26,6 +30,7 @@ test("postage mode: Python Postage 1.2.1's flags (auto-delete; the group queue w
     t.deepEqual(queueFlags('shared', 'echo', { mode: 'postage', quorum }), { auto_delete: true });
     t.deepEqual(queueFlags('unique', 'echo', { mode: 'postage', quorum }), { auto_delete: true });
     t.is(queueFlags('group', 'echo', { mode: 'postage', quorum }), undefined);
+    t.deepEqual(queueFlags('dead-letter', 'echo', { mode: 'postage', quorum }), { durable: true });
   }
   t.throws(() => queueFlags('shared', 'echo', { mode: 'other' as 'postage' }), { message: /topology\.mode.*"other"|"other".*topology\.mode/ });
 });
@@ -35,6 +40,7 @@ test('a queue read from its name gets the flags its mode gives it (what postage 
   t.like(queueRole('echo@web-1'), { kind: 'shared', app: 'echo' });
   t.like(queueRole('echo#blue'), { kind: 'group', app: 'echo' });
   t.like(queueRole('postage.dead-letter.echo'), { kind: 'dead-letter', app: 'echo', flags: { durable: true } });
+  t.like(queueRole('postage.dead-letter.echo', { quorum: true }), { flags: { arguments: { 'x-queue-type': 'quorum' } } });
   t.like(queueRole('42@web-1', { mode: 'postage' }), { kind: 'unique', flags: { auto_delete: true } });
   t.is(queueRole('42@web-1'), undefined, 'P@H is only a key in durable mode');
   t.is(queueRole('echo/rr'), undefined, 'a key, not a queue');
