@@ -216,6 +216,7 @@ test('the rules catch what they should', (t) => {
   t.truthy(judge('lib/errors.ts', './logger.js'));
   t.truthy(judge('lib/env.ts', '../daemon/config.js'));
   t.truthy(judge('lib/logger.ts', 'winston'));
+  t.truthy(judge('lib/processing/message-processor.ts', 'prom-client'), 'metrics are the daemon\'s: the library only emits events');
   t.is(judge('lib/logger.ts', 'winston', true), undefined);
   t.truthy(judge('daemon/main.ts', '../lib/index.js'));
   t.truthy(judge('daemon/main.ts', '../cli/output.js'));
