@@ -3,10 +3,12 @@
  * exact counts after known traffic, counters carried across an in-place restart, /readyz
  * following the broker connection and the plugins, trace ids in the handlers' log lines.
  */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
 import { newTrace, runWithTrace, type Connection, type MessageResult } from 'postage';
 import { brokerTest as test, freshVhost, rabbitmqctl } from '../helpers/broker.js';
 import { get, metricsPort, scrape } from '../helpers/metrics.js';
-import { controlProducer, pluginFolder, spawnDaemon, startDaemon } from '../helpers/spawn.js';
+import { controlProducer, pluginFolder, ROOT, spawnDaemon, startDaemon } from '../helpers/spawn.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 function rpc(connection: Connection, key: string, command: string, parameters: unknown = {}): Promise<MessageResult> {
@@ -14,6 +16,15 @@ function rpc(connection: Connection, key: string, command: string, parameters: u
 }
 
 const TRACED = 'app="traced"';
+
+/** Runs bin/postaged-probe (the image's HEALTHCHECK) and resolves with its exit code and output. */
+function probe(...args: string[]): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve) => {
+    execFile(path.join(ROOT, 'bin', 'postaged-probe'), args, { env: { ...process.env, POSTAGED_METRICS_LISTEN: '' } }, (err, stdout) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout });
+    });
+  });
+}
 
 /** The message counters of `traced`, by short name. */
 function counts(m: Map<string, number>): Record<string, number | undefined> {
@@ -113,6 +124,7 @@ test('/readyz is 503 naming the broker while the connection is gone and 200 agai
   const ready = await waitFor('ready', async () => ((await get(port, '/readyz')).status === 200 ? get(port, '/readyz') : undefined), 30_000);
   t.like(JSON.parse(ready.body), { status: 'ready', broker: 'connected', reasons: [] });
   t.is(ready.contentType, 'application/json');
+  t.is((await probe(`127.0.0.1:${port}`)).code, 0, 'postaged-probe: ready');
 
   // The connection gone, and kept away: guest loses the vhost, its connections are closed.
   await rabbitmqctl('clear_permissions', '-p', vhost, 'guest');
@@ -130,6 +142,10 @@ test('/readyz is 503 naming the broker while the connection is gone and 200 agai
   t.is(health.status, 200, 'alive while not ready');
   t.like(JSON.parse(health.body), { status: 'ok', pid: daemon.pid, generation: 1 });
   t.is((await scrape(port)).get('postaged_broker_connected'), 0);
+  const notReady = await probe(`127.0.0.1:${port}`);
+  t.is(notReady.code, 1, 'postaged-probe: not ready');
+  t.regex(notReady.stdout, /^503 /);
+  t.is((await probe('--live', `0.0.0.0:${port}`)).code, 0, 'postaged-probe --live: alive (asked on the loopback)');
 
   await rabbitmqctl('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*');
   const back = await waitFor('/readyz 200 again', async () => {
@@ -157,6 +173,7 @@ test('a plugin that fails makes /readyz 503 naming it and is counted; the listen
   t.is(m.get('postaged_plugin_load_failures_total{app="bad-export"}'), 1);
   t.is(m.get('postaged_application_state{app="bad-export",state="failed"}'), 1);
   t.is((await get(port, '/nothing')).status, 404);
+  t.is((await probe()).code, 1, 'postaged-probe without a listener to ask fails');
 });
 
 test('a bad metrics.listen is a configuration error (exit 78) naming the key', async (t) => {
