@@ -26,6 +26,7 @@
  */
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Connection, GenericApplication, MessageOutcome, ProcessorStats, RpcCallEvent } from 'postage';
+import { DurationHistogram, type HistogramSeries } from './duration-histogram.js';
 import type { AppStatus } from './host.js';
 import { fromCarried, toCarried, type CarriedMetric, type MetricJson } from './metrics-carry.js';
 import type { RestartState } from './restart-state.js';
@@ -90,7 +91,7 @@ export class DaemonMetrics {
   readonly #live = new Set<GenericApplication>();
   /** What stopped applications of this generation counted, by name (a plugin reloaded live starts a new processor). */
   readonly #retired = new Map<string, Totals>();
-  readonly #handlerDuration: Histogram<'app' | 'category' | 'outcome'>;
+  readonly #handlerDuration: DurationHistogram<'app' | 'category' | 'outcome'>;
   readonly #rpcDuration: Histogram<'app' | 'command' | 'outcome'>;
   readonly #loadFailures: Counter<'app'>;
   readonly #quarantines: Counter<'app'>;
@@ -162,8 +163,9 @@ export class DaemonMetrics {
         },
       }),
     );
+    // The one metric observed per message: its own cheap histogram (duration-histogram.ts).
     this.#handlerDuration = carried(
-      new Histogram({
+      new DurationHistogram({
         name: 'postaged_handler_duration_seconds',
         help: 'Time the handlers of one message ran, by category (message, rpc) and outcome (handled, failed, rejected, timeout).',
         labelNames: ['app', 'category', 'outcome'],
@@ -301,15 +303,17 @@ export class DaemonMetrics {
   /** Starts counting an application (before it consumes, so that no message is missed). */
   track(app: GenericApplication): void {
     this.#live.add(app);
-    // One labelled child per (category, outcome), made on first use: a message then costs one
-    // map lookup and one observation.
-    const children = new Map<string, Histogram.Internal<'app' | 'category' | 'outcome'>>();
+    // One series per (category, outcome), made on first use: a message then costs one map
+    // lookup and one observation.
+    const rpc = new Map<MessageOutcome, HistogramSeries>();
+    const message = new Map<MessageOutcome, HistogramSeries>();
     const observe = (outcome: MessageOutcome, durationMs: number, category: string): void => {
       if (!TIMED.has(outcome)) return;
-      const key = category === 'rpc' ? outcome : `m:${outcome}`;
-      let child = children.get(key);
-      if (!child) children.set(key, (child = this.#handlerDuration.labels(app.name, category === 'rpc' ? 'rpc' : 'message', outcome)));
-      child.observe(durationMs / 1000);
+      const isRpc = category === 'rpc';
+      const series = isRpc ? rpc : message;
+      let s = series.get(outcome);
+      if (!s) series.set(outcome, (s = this.#handlerDuration.series({ app: app.name, category: isRpc ? 'rpc' : 'message', outcome })));
+      s.observe(durationMs / 1000);
     };
     app.events.on('settled', observe);
     app.events.once('stopped', () => {
