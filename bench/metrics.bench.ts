@@ -26,7 +26,8 @@ import { pairedRow, progress, report, until, withVhost } from './helpers.js';
 
 const N = Number(process.env['BENCH_THROUGHPUT_N'] ?? 20_000);
 const WARM = N / 10;
-const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 8);
+/** 3 sides a round, each a child process: 5 rounds keep the bench inside run.ts's 150 s on a loaded 2-core machine. */
+const ROUNDS = Number(process.env['BENCH_METRICS_ROUNDS'] ?? 5);
 const PREFETCH = 100;
 const APP = 'BenchMetricsSink';
 const DRAIN_TIMEOUT_MS = 60_000;
@@ -123,6 +124,7 @@ async function parent(): Promise<void> {
         pairedRow(`consume ${N} msgs, metrics on/off`, 'msg/s', rate.off, rate.on, { op: '>=', value: 0.97 }, 'raw column: metrics off; postage column: metrics on (both with trace context)'),
         pairedRow('consumer CPU per message, metrics on/off', 'µs', cpu.off, cpu.on, undefined, 'diagnostic'),
         pairedRow(`consume ${N} msgs, trace context on/off`, 'msg/s', rate.notrace, rate.off, undefined, 'raw column: traceContext false; postage column: true (the default); no metrics'),
+        pairedRow('consumer CPU per message, trace context on/off', 'µs', cpu.notrace, cpu.off, undefined, 'diagnostic'),
       ]);
     } finally {
       await pubConn.close().catch(() => undefined);

@@ -238,16 +238,12 @@ export class GenericProducer {
     try {
       result = await rpcCall(this.connection, this.request(message, options), { timeoutMs: timeout * 1000, maxRetry: retries, decoder: this.encoder });
     } catch (err) {
-      if (observed) this.#emitRpc(message.name, 'closed', t0);
+      if (observed) emitRpc(this.connection, message.name, 'closed', t0);
       throw err;
     }
-    if (observed) this.#emitRpc(message.name, outcomeOf(result), t0);
+    if (observed) emitRpc(this.connection, message.name, outcomeOf(result), t0);
     if (debugEnabled(this.logger)) this.logger.debug('<--', { body: result.body });
     return result;
-  }
-
-  #emitRpc(command: string, outcome: RpcOutcome, t0: number): void {
-    this.connection.emit('rpc', { command, outcome, durationMs: performance.now() - t0, caller: currentOwner() });
   }
 
   /** `rpc_<name>(parameters)` without the magic. */
@@ -270,6 +266,14 @@ brand(GenericProducer, 'GenericProducer');
 
 // The magic methods are typed on the instance side through declaration merging.
 export interface GenericProducer extends MagicMethods {}
+
+/**
+ * Tells the connection's `rpc` listeners about a call (a function, not a `#private` method:
+ * a producer is used through a Proxy, which `#private` members do not see through).
+ */
+function emitRpc(connection: Connection, command: string, outcome: RpcOutcome, t0: number): void {
+  connection.emit('rpc', { command, outcome, durationMs: performance.now() - t0, caller: currentOwner() });
+}
 
 /** How a returned result counts for the `rpc` event. */
 function outcomeOf(result: MessageResult): RpcOutcome {
