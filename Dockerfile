@@ -47,11 +47,19 @@ COPY config/container.jsonc /etc/postaged/postaged.jsonc
 # The image's unprivileged user (uid 1000); it reads the plugins, it cannot change them.
 USER node
 STOPSIGNAL SIGTERM
-# Healthy = the daemon answers a ping through the broker: it is connected and consuming. A lost
-# broker connection, or a daemon that stopped consuming, is unhealthy within 3 tries. The key is
-# N@H, the daemon's own application on this host (POSTAGED_NAME, POSTAGE_HOSTNAME, else postaged and
-# the container's host name), so it holds when an init process runs postaged too; the broker is the
-# daemon's (the config file's broker section, then the environment).
+# Metrics (/metrics) and the probes (/healthz, /readyz) on port 9464, on every address of the
+# container, for Prometheus and Kubernetes (docs/observability.md). POSTAGED_METRICS_LISTEN= (empty)
+# turns the listener off.
+ENV POSTAGED_METRICS_LISTEN=0.0.0.0:9464
+EXPOSE 9464
+# Healthy = ready: with the listener on, /readyz answers 200 (running, connected to the broker,
+# every enabled plugin consuming), asked by postaged-probe (the image has no curl); a stopped daemon
+# does not answer within 5 s. With the listener off, the daemon must answer a ping through the
+# broker instead: the key is N@H, the daemon's own application on this host (POSTAGED_NAME,
+# POSTAGE_HOSTNAME, else postaged and the container's host name), so it holds under `--init` too,
+# and the broker is the daemon's (the config file's broker section, then the environment). Either
+# way a lost broker connection, or a daemon that stopped consuming, is unhealthy within 3 tries.
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
-  CMD /opt/postage/bin/postage ping "${POSTAGED_NAME:-postaged}@${POSTAGE_HOSTNAME:-$(hostname)}" --config "$POSTAGED_CONFIG" --expect 1 --timeout 5 >/dev/null || exit 1
+  CMD if [ -n "$POSTAGED_METRICS_LISTEN" ]; then /opt/postage/bin/postaged-probe >/dev/null; \
+      else /opt/postage/bin/postage ping "${POSTAGED_NAME:-postaged}@${POSTAGE_HOSTNAME:-$(hostname)}" --config "$POSTAGED_CONFIG" --expect 1 --timeout 5 >/dev/null; fi || exit 1
 ENTRYPOINT ["/opt/postage/bin/postaged"]

@@ -6,6 +6,7 @@
 import convict from 'convict';
 import { checkName, redactUrl } from 'postage/internal';
 import { ConfigError } from './config-error.js';
+import { parseListen } from './listen-address.js';
 
 function assert(ok: boolean, message: string): asserts ok {
   if (!ok) throw new Error(message);
@@ -104,6 +105,12 @@ const formats = {
   'postaged-string': {
     validate(x: unknown) {
       assert(typeof x === 'string', 'must be a string');
+    },
+  },
+  'postaged-listen': {
+    validate(x: unknown) {
+      assert(typeof x === 'string', 'must be a string: PORT, HOST:PORT or [IPv6]:PORT, or empty');
+      parseListen(x);
     },
   },
   'postaged-path-list': {

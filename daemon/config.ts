@@ -67,6 +67,8 @@ export interface DaemonConfig {
   faults: { quarantineAfter: number; quarantineWindow: number; quarantineTime: number; quarantineMaxTime: number };
   security: { signingKeyFile: string; signatureMaxAge: number; strictReplies: boolean };
   watchdog: { loopLagWarn: number; maxRss: number; interval: number };
+  metrics: { listen: string };
+  tracing: { enabled: boolean };
   defaults: { prefetch: number; concurrency: number; handlerTimeout: number; maxAttempts: number };
   topology: { mode: 'durable' | 'postage'; sharedQueueExpires: number; uniqueQueueExpires: number; quorum: boolean };
   apps: Record<string, AppConfig>;
@@ -339,6 +341,23 @@ export const schema = {
       format: 'postaged-positive-ms',
       default: 500,
       env: 'POSTAGED_WATCHDOG_INTERVAL',
+    },
+  },
+  metrics: {
+    listen: {
+      doc: 'Where to serve Prometheus metrics (`/metrics`) and the health probes (`/healthz`, `/readyz`) over HTTP: `PORT` (bound to 127.0.0.1), `HOST:PORT` or `[IPv6]:PORT` (e.g. `0.0.0.0:9464` in a container); port 0 picks a free one (logged). Empty: no listener. Counters survive in-place restarts (docs/observability.md).',
+      format: 'postaged-listen',
+      default: '',
+      env: 'POSTAGED_METRICS_LISTEN',
+      arg: 'metrics-listen',
+    },
+  },
+  tracing: {
+    enabled: {
+      doc: "Run each message's handlers in its W3C trace context (`traceparent` header, else a new trace): their log lines carry `trace_id` and `span_id`, their sends and RPC replies carry the trace on. Costs every promise of the process a little (an AsyncLocalStorage on Node 20; bench/metrics.bench.ts measures it).",
+      format: 'postaged-bool',
+      default: true,
+      env: 'POSTAGED_TRACING',
     },
   },
   defaults: {

@@ -13,10 +13,15 @@ import type { DaemonConfig } from './config.js';
 import { ConfigError } from './config-error.js';
 import { DaemonApplication } from './daemon-application.js';
 import { Faults } from './faults.js';
-import { Host, type RootLogger } from './host.js';
+import { Host, type HostObserver, type RootLogger } from './host.js';
+import { parseListen } from './listen-address.js';
+import { DaemonMetrics } from './metrics.js';
+import { ObservabilityServer } from './observability-server.js';
+import { readiness } from './readiness.js';
 import { checkPlugin } from './plugin-check.js';
 import { isPluginFile } from './plugin-loader.js';
 import { PluginWatcher } from './plugin-watcher.js';
+import type { CarriedMetric } from './metrics-carry.js';
 import type { RestartState } from './restart-state.js';
 import { Watchdog } from './watchdog.js';
 
@@ -101,6 +106,9 @@ export class Daemon {
   /** Folder events that came while the generation was starting: handled once it runs. */
   private pendingEvents: Array<() => Promise<void>> = [];
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** Prometheus metrics and probes, when `metrics.listen` is set. */
+  private readonly metrics: DaemonMetrics | undefined;
+  private readonly server: ObservabilityServer | undefined;
 
   constructor(private readonly options: DaemonOptions) {
     const { config, logger } = options;
@@ -118,13 +126,50 @@ export class Daemon {
       logger: this.log,
       applications: () => this.hostApps?.applications() ?? [],
       onMemoryCap: (rss) => void this.restart(`memory above the cap (${Math.round(rss)} MiB > ${config.watchdog.maxRss} MiB)`),
+      onBlock: (_lag, application) => this.metrics?.loopBlocked(application),
     });
+    const listen = parseListen(config.metrics.listen);
+    if (listen) {
+      this.metrics = new DaemonMetrics({
+        connection: this.connection,
+        state: options.state,
+        version: options.version,
+        applications: () => this.hostApps?.status() ?? [],
+        maxLoopLagMs: () => this.watchdog.status().maxLagMs,
+        carried: options.state.carriedMetrics,
+      });
+      const metrics = this.metrics;
+      this.server = new ObservabilityServer({
+        listen,
+        logger: this.log,
+        metrics: () => metrics.exposition(),
+        readiness: () => readiness(this.phase, this.connection.state, this.hostApps?.status() ?? []),
+        health: () => ({ pid: process.pid, generation: options.state.generation, phase: this.phase, uptime: Math.round(process.uptime() * 100) / 100 }),
+      });
+    }
+  }
+
+  /**
+   * Opens the metrics and probe listener, first thing: a probe gets an answer (`starting`)
+   * while the broker is still being reached. A port that cannot be had is logged, and the
+   * daemon runs on without it (its job is the messages; the probes will say the rest).
+   */
+  private async openListener(): Promise<void> {
+    if (!this.server) return;
+    try {
+      const address = await this.server.listen();
+      const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+      this.log.info('metrics listening', { url: `http://${host}:${address.port}/metrics`, address: address.address, port: address.port });
+    } catch (err) {
+      this.log.error('metrics listener could not be opened: running without it', { listen: this.options.config.metrics.listen, reason: (err as Error).message });
+    }
   }
 
   /** Starts everything; throws if the broker is unreachable or the daemon's own application cannot start. */
   async start(): Promise<void> {
     const t0 = performance.now();
     const { config, state } = this.options;
+    await this.openListener();
     this.watchdog.start();
     // The watcher starts before anything is read, so that a file added or changed while the
     // generation starts is not missed; its events wait until the generation runs.
@@ -139,7 +184,17 @@ export class Daemon {
       await this.watcher.start();
     }
     await this.connection.ready();
-    const host = new Host({ connection: this.connection, logger: this.options.logger, config, state, host: this.host, onControl: (app, isDaemon, event) => this.onControl(app, isDaemon, event) });
+    const metrics = this.metrics;
+    const observer: HostObserver | undefined = metrics && { starting: (app) => metrics.track(app), failed: (name) => metrics.loadFailed(name) };
+    const host = new Host({
+      connection: this.connection,
+      logger: this.options.logger,
+      config,
+      state,
+      host: this.host,
+      onControl: (app, isDaemon, event) => this.onControl(app, isDaemon, event),
+      ...(observer ? { observer } : {}),
+    });
     this.hostApps = host;
     const own = new DaemonApplication({
       name: config.name,
@@ -149,6 +204,7 @@ export class Daemon {
       drainTimeout: config.drainTimeout,
       strictReplies: config.security.strictReplies,
       topology: { ...config.topology },
+      traceContext: config.tracing.enabled,
       extraKeys: [DAEMON_DISCOVERY_KEY],
       status: () => this.status(),
     });
@@ -255,6 +311,7 @@ export class Daemon {
     const app = file ? (this.hostApps?.nameOf(file) ?? path.basename(file)) : undefined;
     const who = app ? `plugin ${app}` : 'code of no plugin';
     const meta = { kind, plugin: app ?? null, file: file ?? null, reason: stack ?? String(error) };
+    this.metrics?.fault(app, kind);
     if (!fatal) {
       this.log.error(`${kind} in ${who}: logged, nothing stopped`, meta);
       return;
@@ -270,6 +327,7 @@ export class Daemon {
       return;
     }
     if (decision.action === 'quarantine') {
+      this.metrics?.quarantined(app ?? path.basename(decision.file));
       this.log.error(`${kind} in ${who}, ${decision.crashes} times within the window: quarantined until ${new Date(decision.until).toISOString()}; restarting in place without it`, meta);
     } else {
       this.log.error(`${kind} in ${who}: restarting in place (the other applications drain and come back)`, { ...meta, crashes: decision.crashes });
@@ -328,8 +386,9 @@ export class Daemon {
       this.end({ kind: 'exit', code: 0 });
       return;
     }
+    const metrics = await this.carryMetrics();
     this.log.info('re-exec', { nextGeneration: this.options.state.generation + 1, reason, closeMs: Math.round(performance.now() - t0) });
-    this.end({ kind: 'exec', state: this.options.state.next(reason, this.groupsAtClose, this.connection.signing?.nonces.export() ?? []) });
+    this.end({ kind: 'exec', state: this.options.state.next(reason, this.groupsAtClose, this.connection.signing?.nonces.export() ?? [], metrics) });
   }
 
   /**
@@ -352,6 +411,19 @@ export class Daemon {
     this.end({ kind: 'exit', code });
   }
 
+  /** The counters for the next generation (after the applications closed, so that their last counts are in). */
+  private async carryMetrics(): Promise<CarriedMetric[]> {
+    if (!this.metrics) return [];
+    try {
+      const { carried, dropped } = await this.metrics.carry();
+      if (dropped.length > 0) this.log.warn('metrics too large to carry across the restart: these start again from zero', { metrics: dropped });
+      return carried;
+    } catch (err) {
+      this.log.warn('could not carry the metrics across the restart: they start again from zero', { reason: (err as Error).message });
+      return [];
+    }
+  }
+
   private async closeAll(reason: string): Promise<void> {
     this.watchdog.stop();
     for (const t of this.timers) clearTimeout(t);
@@ -364,6 +436,9 @@ export class Daemon {
     // Closing the connection flushes the acks sent on its channels.
     await this.connection.close(reason);
     await Connection.closeAll(reason);
+    // Last: until here a probe hears `restarting` / `stopping` (503), not a refused connection.
+    this.metrics?.close();
+    await this.server?.close();
   }
 
   private armWatchdog(what: string): void {

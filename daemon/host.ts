@@ -47,6 +47,16 @@ export interface HostOptions {
   host: string;
   /** A `quit` or `restart` an application handled (after its ack). */
   onControl(app: GenericApplication, isDaemon: boolean, event: ControlEvent): void;
+  /** Told of each application before it starts consuming, and of each plugin that cannot run (metrics). */
+  observer?: HostObserver;
+}
+
+/** What the host tells about the applications it runs (daemon/metrics.ts listens). */
+export interface HostObserver {
+  /** An application is about to start (its processor exists, it consumes nothing yet). */
+  starting(app: GenericApplication): void;
+  /** A plugin could not be loaded, constructed or started. */
+  failed(name: string): void;
 }
 
 function message(err: unknown): string {
@@ -109,6 +119,7 @@ export class Host {
       handlerTimeout: appConfig.handlerTimeout ?? config.defaults.handlerTimeout,
       maxAttempts: appConfig.maxAttempts ?? config.defaults.maxAttempts,
       strictReplies: config.security.strictReplies,
+      traceContext: config.tracing.enabled,
       drainTimeout: config.drainTimeout,
       topology: { ...config.topology, ...(appConfig.topology ?? {}) },
       settings: { ...(appConfig.settings ?? {}) },
@@ -156,6 +167,7 @@ export class Host {
     const log = this.options.logger.child({ app: plugin.name });
     const fail = (error: string): undefined => {
       this.records.push({ name: plugin.name, file: plugin.file, error });
+      this.options.observer?.failed(plugin.name);
       log.error('plugin failed to load', { file: plugin.file, reason: error });
       return undefined;
     };
@@ -212,6 +224,7 @@ export class Host {
       this.options.onControl(app, isDaemon, event);
     });
     app.events.on('stopped', (event) => log.info('application stopped', { reason: event.reason }));
+    this.options.observer?.starting(app);
     this.scheduler.add(app);
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<never>((_, reject) => {
@@ -224,6 +237,7 @@ export class Host {
       record.error = `create() failed: ${message(err)}${topologyHint(err, isDaemon ? 'topology' : `apps.${record.name}.topology`, app)}`;
       record.cause = err;
       log.error('application failed to start', { file: record.file, reason: record.error });
+      this.options.observer?.failed(record.name);
       app.stop();
       void app.close('failed').catch(() => undefined);
     } finally {

@@ -10,11 +10,14 @@
  * - when each plugin crashed the process lately, and which plugins are in quarantine (not
  *   loaded until a time, because they kept crashing);
  * - the nonces of the signed control commands accepted lately, so that one replayed after a
- *   re-exec is still recognised.
+ *   re-exec is still recognised;
+ * - the values of the metrics' counters (daemon/metrics-carry.ts), so that they never go back
+ *   to zero while the process lives.
  *
  * Each generation also knows when it itself started: a restart command sent before that is
  * already satisfied (a storm of restarts ends in few re-execs, never a loop).
  */
+import { isCarried as isCarriedMetrics, type CarriedMetric } from './metrics-carry.js';
 
 export const STATE_ENV = 'POSTAGED_STATE';
 
@@ -37,6 +40,8 @@ interface Carried {
   quarantine?: Record<string, Quarantine>;
   /** Nonces of the signed control commands accepted lately: [receiver nonce, signature time]. */
   nonces?: Array<[string, number]>;
+  /** Counter values of the metrics, compacted (metrics-carry.ts). */
+  metrics?: CarriedMetric[];
 }
 
 /** A plugin kept out of the daemon for a while because it kept crashing the process. */
@@ -65,7 +70,8 @@ function isCarried(data: Partial<Carried>): data is Carried {
       (typeof data.quarantine === 'object' &&
         data.quarantine !== null &&
         Object.values(data.quarantine).every((q) => q !== null && typeof q === 'object' && typeof q.until === 'number' && typeof q.reason === 'string' && typeof q.count === 'number'))) &&
-    (data.nonces === undefined || (Array.isArray(data.nonces) && data.nonces.every((n) => Array.isArray(n) && typeof n[0] === 'string' && typeof n[1] === 'number')))
+    (data.nonces === undefined || (Array.isArray(data.nonces) && data.nonces.every((n) => Array.isArray(n) && typeof n[0] === 'string' && typeof n[1] === 'number'))) &&
+    (data.metrics === undefined || isCarriedMetrics(data.metrics))
   );
 }
 
@@ -88,6 +94,8 @@ export class RestartState {
   readonly #quarantine: Map<string, Quarantine>;
   /** The nonces the previous generation had accepted. */
   readonly carriedNonces: ReadonlyArray<readonly [string, number]>;
+  /** What the metrics counted in the previous generations. */
+  readonly carriedMetrics: readonly CarriedMetric[];
 
   private constructor(carried: Carried, private readonly dedupeWindow: number, now: number, problem?: string) {
     this.generation = carried.generation;
@@ -101,6 +109,7 @@ export class RestartState {
     this.#crashes = new Map(Object.entries(carried.crashes ?? {}));
     this.#quarantine = new Map(Object.entries(carried.quarantine ?? {}));
     this.carriedNonces = carried.nonces ?? [];
+    this.carriedMetrics = carried.metrics ?? [];
   }
 
   /** Re-exec count so far. */
@@ -178,8 +187,11 @@ export class RestartState {
     this.#crashes.delete(file);
   }
 
-  /** The value of `POSTAGED_STATE` for the next generation; `groups`: every running application's groups now. */
-  next(reason: string, groups: Record<string, string[]> = {}, nonces: Array<[string, number]> = []): string {
+  /**
+   * The value of `POSTAGED_STATE` for the next generation; `groups`: every running
+   * application's groups now; `metrics`: the counters to go on from (when metrics are on).
+   */
+  next(reason: string, groups: Record<string, string[]> = {}, nonces: Array<[string, number]> = [], metrics: CarriedMetric[] = []): string {
     const now = Date.now();
     const handled = [...this.#handled.entries()].filter(([, at]) => now - at < this.dedupeWindow).slice(-MAX_IDS);
     const carried: Carried = {
@@ -192,6 +204,7 @@ export class RestartState {
       crashes: Object.fromEntries(this.#crashes),
       quarantine: Object.fromEntries(this.#quarantine),
       nonces,
+      ...(metrics.length > 0 ? { metrics } : {}),
     };
     return JSON.stringify(carried);
   }

@@ -30,6 +30,8 @@ export interface WatchdogOptions {
   applications(): readonly GenericApplication[];
   /** Asked once when the memory cap is passed. */
   onMemoryCap(rssMiB: number): void;
+  /** Told of each block longer than `loopLagWarn`, with the application that held the loop when known (metrics count them). */
+  onBlock?(lagMs: number, application: string | null): void;
 }
 
 /** @internal */
@@ -79,6 +81,7 @@ export class Watchdog {
       }
     }
     this.#lastBlock = { ms: Math.round(lag), at: new Date().toISOString(), application: culprit?.app ?? null, handler: culprit?.handler ?? null };
+    this.options.onBlock?.(lag, culprit?.app ?? null);
     this.options.logger.warn(
       culprit ? `event loop blocked for ${Math.round(lag)} ms by application ${culprit.app} (${culprit.handler})` : `event loop blocked for ${Math.round(lag)} ms`,
       { lagMs: Math.round(lag), ...(culprit ? { application: culprit.app, handler: culprit.handler, holdMs: Math.round(culprit.ms) } : {}) },

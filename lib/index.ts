@@ -26,6 +26,7 @@ export {
   errorToResult,
   resultToError,
 } from './wire/message.js';
+export { currentTrace, runWithTrace, newTrace, childSpan, parseTraceparent, formatTraceparent, TRACEPARENT_HEADER, TRACESTATE_HEADER } from './wire/trace-context.js';
 export { Connection } from './amqp/connection.js';
 export { Exchange, DefaultExchange } from './amqp/exchange.js';
 export { GenericProducer } from './messaging/generic-producer.js';
@@ -45,7 +46,8 @@ export type { FingerprintDict, FingerprintOptions } from './wire/fingerprint.js'
 export type { Encoder, DecodeLimits } from './wire/encoder.js';
 export type { Json, MessageBody, ResultType } from './wire/message.js';
 export type { BrokerSettings, TlsSettings } from './amqp/broker-address.js';
-export type { ConnectionOptions, ConnectionState, ConnectionEvents } from './amqp/connection.js';
+export type { TraceContext } from './wire/trace-context.js';
+export type { ConnectionOptions, ConnectionState, ConnectionEvents, RpcCallEvent, RpcOutcome } from './amqp/connection.js';
 export type { ExchangeClass, ExchangeParameters } from './amqp/exchange.js';
 export type { QueueFlags, QueueSpec } from './amqp/queue-flags.js';
 export type { ExchangeKeys, SendOptions, SendResult, RpcOptions, ProducerOptions } from './messaging/generic-producer.js';
@@ -53,7 +55,7 @@ export type { ExchangeQueueKeys, ConsumerOptions, ConsumerState, Delivery } from
 export type { SchedulerOptions } from './scheduler/micro-scheduler.js';
 export type { PostageDecorator, Route, HandlerCategory } from './processing/handlers.js';
 export type { ReplyFunc } from './processing/handler.js';
-export type { ProcessorOptions, ProcessorStats, ProcessorState, ProcessorEvents, LifecycleEvent, ControlEvent, DeadLetterTarget, LoopHold } from './processing/message-processor.js';
+export type { ProcessorOptions, ProcessorStats, ProcessorState, ProcessorEvents, LifecycleEvent, ControlEvent, DeadLetterTarget, LoopHold, MessageOutcome } from './processing/message-processor.js';
 export type { ApplicationOptions } from './application/generic-application.js';
 export type { TopologyMode, TopologyOptions, Addresses, Identity, KeyForm, ParsedKey } from './application/addressing.js';
 export type { DaemonStatus, ApplicationStatus, MessageCounts, BrokerStatus, EventLoopStatus } from './application/daemon-status.js';

@@ -26,6 +26,7 @@ const FORMAT_NAMES: Record<string, string> = {
   'postaged-string': 'string',
   'postaged-host-list': 'list of hosts (comma-separated in the environment)',
   'postaged-url-list': 'list of `amqp://` / `amqps://` URLs (comma-separated in the environment)',
+  'postaged-listen': '`PORT`, `HOST:PORT`, `[IPv6]:PORT`, or empty (off)',
 };
 
 function formatOf(format: unknown): string {

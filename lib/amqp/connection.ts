@@ -49,8 +49,31 @@ export interface ConnectionOptions extends BrokerSettings {
 /** Where the connection is in its life. */
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
+/** How an RPC call made on a connection ended. */
+export type RpcOutcome = 'ok' | 'error' | 'exception' | 'timeout' | 'closed';
+
+/**
+ * One RPC call made by a producer of this connection, once it has ended: for metrics. Only
+ * emitted when something listens (`connection.on('rpc', …)`).
+ */
+export interface RpcCallEvent {
+  /** The command's name (the message name). */
+  command: string;
+  /**
+   * `ok` (a success result), `error` (a `MessageResultError`), `exception` (the remote
+   * handler threw), `timeout` (every try timed out), `closed` (the connection closed first).
+   */
+  outcome: RpcOutcome;
+  /** From the call to its result, every try included, in ms. */
+  durationMs: number;
+  /** The application whose handler made the call, when one did. */
+  caller: string | undefined;
+}
+
 /** Events of a {@link Connection}. */
 export interface ConnectionEvents {
+  /** An RPC call of one of this connection's producers ended (see {@link RpcCallEvent}). */
+  rpc: [event: RpcCallEvent];
   /** Connected (again): `generation` counts connections made, 1 for the first. */
   connect: [generation: number, target: string];
   /** A connection after the first: channel owners open new channels. */

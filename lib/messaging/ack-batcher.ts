@@ -15,6 +15,11 @@ export class AckBatcher {
 
   constructor(private readonly channel: Channel) {}
 
+  /** Deliveries the broker still counts against the prefetch (not settled, or settled this turn). */
+  get unsettled(): number {
+    return this.outstanding.size;
+  }
+
   /** Records a delivery when it arrives. */
   track(message: ConsumeMessage): void {
     this.outstanding.set(message.fields.deliveryTag, { message, state: 'open' });

@@ -117,6 +117,14 @@ export class GenericConsumer {
     return this.#state;
   }
 
+  /**
+   * Deliveries of the current channel not yet acknowledged to the broker: how much of the
+   * prefetch is in use (each consumed queue may hold up to `prefetch`). 0 without a channel.
+   */
+  get unacked(): number {
+    return this.#acks?.unsettled ?? 0;
+  }
+
   /** The only transition function of the consumer's state. */
   #to(next: ConsumerState): void {
     if (this.#state === 'closed') return;

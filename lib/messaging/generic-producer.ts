@@ -7,8 +7,10 @@ import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
 import { Message, MessageCommand, RpcCommand, type MessageBody, type MessageResult } from '../wire/message.js';
 import { isControl, signBody } from '../wire/signature.js';
+import { currentOwner, outgoingTraceHeaders } from '../wire/trace-context.js';
+import type { RpcOutcome } from '../amqp/connection.js';
 import { childLogger, debugEnabled, type Logger } from '../logger.js';
-import { fetchReply, rpcCall, rpcCollect, sendQueueOnly, type RpcRequest } from './rpc-client.js';
+import { fetchReply, isCallTimeout, rpcCall, rpcCollect, sendQueueOnly, type RpcRequest } from './rpc-client.js';
 
 /** A list of (exchange, routing key) pairs. */
 export type ExchangeKeys = ReadonlyArray<readonly [ExchangeClass, string]>;
@@ -134,12 +136,13 @@ export class GenericProducer {
 
   /**
    * Every send gets its own AMQP `message_id` (shared by the copies sent to several pairs), so
-   * a receiver can tell two identical commands apart and act on a control command once, and
-   * the time it was sent (ms), so a restart sent before a generation started is known as done.
+   * a receiver can tell two identical commands apart and act on a control command once, the
+   * time it was sent (ms), so a restart sent before a generation started is known as done,
+   * and the W3C `traceparent` of the current trace (a new one outside any handler).
    */
   private publishOptions(): Options.Publish {
     const now = Date.now();
-    return { contentType: this.encoder.contentType, persistent: true, messageId: randomUUID(), timestamp: Math.floor(now / 1000), headers: { [SENT_AT_HEADER]: now } };
+    return { contentType: this.encoder.contentType, persistent: true, messageId: randomUUID(), timestamp: Math.floor(now / 1000), headers: { [SENT_AT_HEADER]: now, ...outgoingTraceHeaders() } };
   }
 
   private encode(message: Message): Buffer {
@@ -209,7 +212,7 @@ export class GenericProducer {
       key,
       content: this.encode(message),
       contentType: this.encoder.contentType,
-      headers: { [SENT_AT_HEADER]: Date.now() },
+      headers: { [SENT_AT_HEADER]: Date.now(), ...outgoingTraceHeaders() },
       what: `'${message.name}' on ${exchange.name || '(default)'}/${key}`,
     };
   }
@@ -229,7 +232,16 @@ export class GenericProducer {
     const retries = options._max_retry ?? statics.maxRetry;
     if (!(timeout > 0)) throw invalidArgument('_timeout', timeout, 'must be a positive number of seconds');
     if (!Number.isInteger(retries) || retries < 0) throw invalidArgument('_max_retry', retries, 'must be a whole number >= 0');
-    const result = await rpcCall(this.connection, this.request(message, options), { timeoutMs: timeout * 1000, maxRetry: retries, decoder: this.encoder });
+    const observed = this.connection.listenerCount('rpc') > 0;
+    const t0 = observed ? performance.now() : 0;
+    let result: MessageResult;
+    try {
+      result = await rpcCall(this.connection, this.request(message, options), { timeoutMs: timeout * 1000, maxRetry: retries, decoder: this.encoder });
+    } catch (err) {
+      if (observed) emitRpc(this.connection, message.name, 'closed', t0);
+      throw err;
+    }
+    if (observed) emitRpc(this.connection, message.name, outcomeOf(result), t0);
     if (debugEnabled(this.logger)) this.logger.debug('<--', { body: result.body });
     return result;
   }
@@ -254,6 +266,21 @@ brand(GenericProducer, 'GenericProducer');
 
 // The magic methods are typed on the instance side through declaration merging.
 export interface GenericProducer extends MagicMethods {}
+
+/**
+ * Tells the connection's `rpc` listeners about a call (a function, not a `#private` method:
+ * a producer is used through a Proxy, which `#private` members do not see through).
+ */
+function emitRpc(connection: Connection, command: string, outcome: RpcOutcome, t0: number): void {
+  connection.emit('rpc', { command, outcome, durationMs: performance.now() - t0, caller: currentOwner() });
+}
+
+/** How a returned result counts for the `rpc` event. */
+function outcomeOf(result: MessageResult): RpcOutcome {
+  if (result.ok) return 'ok';
+  if (isCallTimeout(result)) return 'timeout';
+  return result.resultType === 'error' ? 'error' : 'exception';
+}
 
 function stringValues(obj: Partial<FingerprintDict>): Partial<FingerprintDict> {
   const out: Record<string, string> = {};

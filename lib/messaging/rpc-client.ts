@@ -6,6 +6,7 @@ import type { ExchangeClass } from '../amqp/exchange.js';
 import type { ReplyLane } from '../amqp/reply-lanes.js';
 import type { Encoder } from '../wire/encoder.js';
 import { MessageResultError, MessageResultException, resultFromBody, type MessageResult } from '../wire/message.js';
+import { parseTraceparent, TRACEPARENT_HEADER, TRACESTATE_HEADER } from '../wire/trace-context.js';
 
 /** What one RPC call publishes. @internal */
 export interface RpcRequest {
@@ -23,11 +24,24 @@ export interface RpcRequest {
 export type ReplyDecoder = Pick<Encoder, 'decode'>;
 
 function decodeReply(decoder: ReplyDecoder, message: ConsumeMessage): MessageResult {
+  let result: MessageResult;
   try {
-    return resultFromBody(decoder.decode(message.content));
+    result = resultFromBody(decoder.decode(message.content));
   } catch (err) {
-    return new MessageResultError(`Malformed reply: ${(err as Error).message}`);
+    result = new MessageResultError(`Malformed reply: ${(err as Error).message}`);
   }
+  // The responder's span, when it sent one (Python responders send no headers).
+  const headers = message.properties.headers as Record<string, unknown> | undefined;
+  if (headers) result.trace = parseTraceparent(headers[TRACEPARENT_HEADER], headers[TRACESTATE_HEADER]);
+  return result;
+}
+
+/** The results `rpcCall` made itself because every try timed out (a responder may also answer `TimeoutError`). */
+const localTimeouts = new WeakSet<MessageResult>();
+
+/** Whether a result is the timeout `rpcCall` returned, not an answer. @internal */
+export function isCallTimeout(result: MessageResult): boolean {
+  return localTimeouts.has(result);
 }
 
 function asError(err: unknown): Error {
@@ -78,7 +92,9 @@ export async function rpcCall(connection: Connection, req: RpcRequest, options: 
       });
       const attempt = (): void => {
         if (sent >= tries) {
-          finish(new MessageResultException('TimeoutError', `no reply to ${req.what} after ${tries} ${tries === 1 ? 'try' : 'tries'} of ${options.timeoutMs} ms`));
+          const timeout = new MessageResultException('TimeoutError', `no reply to ${req.what} after ${tries} ${tries === 1 ? 'try' : 'tries'} of ${options.timeoutMs} ms`);
+          localTimeouts.add(timeout);
+          finish(timeout);
           return;
         }
         sent++;

@@ -8,6 +8,7 @@ import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
 import { MessageResultError, MessageResultException, type MessageBody } from '../wire/message.js';
 import { isControl, verifyBody, type SignatureRefusal } from '../wire/signature.js';
+import { childSpan, parseTraceparent, runHandlerScope, TRACEPARENT_HEADER, TRACESTATE_HEADER } from '../wire/trace-context.js';
 import { childLogger, debugEnabled, type Logger } from '../logger.js';
 import { Dispatcher, type InvalidReason, type LoopHold, type Outcome } from './dispatcher.js';
 import { MessageHandler } from './handlers.js';
@@ -15,6 +16,7 @@ import { buildHandlerTable } from './handler-table.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import { RpcMemory } from './rpc-memory.js';
 import { Settlement, type DeadLetterTarget } from './settlement.js';
+import { traceLogger } from './trace-logger.js';
 
 export type { DeadLetterTarget } from './settlement.js';
 export type { LoopHold } from './dispatcher.js';
@@ -61,6 +63,14 @@ export interface ProcessorOptions {
    * Default: false.
    */
   strictReplies?: boolean;
+  /**
+   * Run each message's handlers in its W3C trace context (the `traceparent` header, else a
+   * new trace): their log lines carry `trace_id` / `span_id`, their sends and RPC reply carry
+   * the trace on. It uses an AsyncLocalStorage, which on Node 20 makes every promise of the
+   * process a little dearer (measured in bench/metrics.bench.ts); `false` turns it off.
+   * Default: true.
+   */
+  traceContext?: boolean;
   encoder?: Encoder;
   logger?: Logger;
 }
@@ -118,10 +128,25 @@ export interface ControlEvent {
   hold(): void;
 }
 
+/**
+ * What became of one message: `handled`, `failed` (a handler threw, or an RPC handler
+ * answered with its exception), `rejected` (`RejectMessage`), `unhandled` (no handler),
+ * `timeout` (past `handlerTimeout`), `invalid` (refused before any handler), `duplicate` (an
+ * RPC answered again from memory), `refused` (a control command refused by signing).
+ */
+export type MessageOutcome = 'handled' | 'failed' | 'rejected' | 'unhandled' | 'timeout' | 'invalid' | 'duplicate' | 'refused';
+
 /** Events of a processor. */
 export interface ProcessorEvents {
   control: [event: ControlEvent];
   stopped: [event: LifecycleEvent];
+  /**
+   * One message is settled (acked, retried, dead-lettered or rejected): its outcome, how long
+   * its handlers ran in ms (0 when none ran), and its category (`message`, `rpc`; empty for
+   * an invalid body). For metrics; emitted only when something listens, and with plain
+   * arguments, so that a message costs no allocation for it.
+   */
+  settled: [outcome: MessageOutcome, durationMs: number, category: string];
 }
 
 /** Where a processor is: `recovering` while its consumer opens a lost channel again. */
@@ -184,6 +209,8 @@ export class MessageProcessor extends MicroThread {
   readonly #controlRequested = new Set<'quit' | 'restart'>();
   /** Whether per-message debug tracing is on (building its metadata costs on a hot path). */
   readonly #trace: boolean;
+  /** Whether handlers run in their message's trace context. */
+  readonly #traceContext: boolean;
 
   constructor(options: ProcessorOptions = {}) {
     super();
@@ -191,7 +218,8 @@ export class MessageProcessor extends MicroThread {
     this.connection = options.connection ?? Connection.shared();
     this.fingerprint = { ...new Fingerprint({ name: this.constructor.name, type: 'processor', vhost: this.connection.vhost, host: this.connection.identity.host }).asDict(), ...(fp ?? {}) };
     this.encoder = options.encoder ?? new JsonEncoder();
-    this.logger = childLogger(options.logger ?? this.connection.logger, { app: this.fingerprint.name });
+    // Lines logged while a handler runs carry its trace id (trace-logger.ts).
+    this.logger = traceLogger(childLogger(options.logger ?? this.connection.logger, { app: this.fingerprint.name }));
     this.concurrency = Math.max(1, options.concurrency ?? 1);
     this.drainTimeout = options.drainTimeout ?? 10_000;
     this.handlerTimeout = options.handlerTimeout ?? 0;
@@ -221,6 +249,7 @@ export class MessageProcessor extends MicroThread {
     this.#invalidLog = new RateLimitedLog(this.logger, 1000);
     this.#refusedLog = new RateLimitedLog(this.logger, 60_000);
     this.#trace = debugEnabled(this.logger);
+    this.#traceContext = options.traceContext ?? true;
   }
 
   /** `created` → `starting` → `running` (consuming; `recovering` while a lost channel is re-opened) → `stopping` → `stopped`; or `failed` if it never started. */
@@ -329,19 +358,40 @@ export class MessageProcessor extends MicroThread {
       // A caller waiting for an answer gets one, instead of sending the request again.
       if (delivery.message.properties.replyTo) await this.#settlement.reply(delivery, new MessageResultError(`malformed request (${decoded.reason}): ${decoded.error.message}`));
       await this.#settlement.deadLetter(delivery, decoded.reason, decoded.error);
+      this.#settled('invalid', 0, '');
       return;
     }
-    const body = decoded.body;
+    if (!this.#traceContext) return this.#handleBody(delivery, decoded.body);
+    // The handlers run in a span of the sender's trace (a new trace when it sent none): their
+    // logs, sends and RPC reply carry it.
+    const headers = delivery.message.properties.headers as Record<string, unknown> | undefined;
+    const trace = childSpan(headers === undefined ? undefined : parseTraceparent(headers[TRACEPARENT_HEADER], headers[TRACESTATE_HEADER]));
+    await runHandlerScope(trace, this.fingerprint.name, () => this.#handleBody(delivery, decoded.body));
+  }
+
+  async #handleBody(delivery: Delivery, body: MessageBody): Promise<void> {
     if (this.#trace) this.logger.debug('<--', { queue: delivery.queue, body });
-    if (this.connection.signing && isControl(body) && this.#refuseControl(delivery, body)) return;
+    if (this.connection.signing && isControl(body) && this.#refuseControl(delivery, body)) {
+      this.#settled('refused', 0, body.category);
+      return;
+    }
     if (body.category === 'rpc' && this.#rpcMemory?.answerAgain(delivery, this.#settlement)) {
       this.stats.duplicates++;
       delivery.ack();
+      this.#settled('duplicate', 0, body.category);
       return;
     }
     const reply = this.#rpcMemory && body.category === 'rpc' ? this.#rpcMemory.replier(delivery, this.#settlement) : (result: unknown) => this.#settlement.reply(delivery, result);
+    const t0 = performance.now();
     const outcome = await this.#withTimeout(this.#dispatcher.dispatch(body, reply), body);
+    const ms = performance.now() - t0;
     await this.#settle(delivery, body, outcome, reply);
+    this.#settled(outcome === TIMED_OUT ? 'timeout' : outcome.kind === 'handled' && outcome.rpcFailed !== undefined ? 'failed' : outcome.kind, ms, body.category);
+  }
+
+  /** Tells `settled` listeners, if there are any. */
+  #settled(outcome: MessageOutcome, durationMs: number, category: string): void {
+    if (this.events.listenerCount('settled') > 0) this.events.emit('settled', outcome, durationMs, category);
   }
 
   /**

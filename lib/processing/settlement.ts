@@ -12,6 +12,7 @@ import type { Delivery } from '../messaging/generic-consumer.js';
 import type { Encoder } from '../wire/encoder.js';
 import type { FingerprintDict } from '../wire/fingerprint.js';
 import { Message, MessageResult } from '../wire/message.js';
+import { currentTrace, formatTraceparent, TRACEPARENT_HEADER, TRACESTATE_HEADER } from '../wire/trace-context.js';
 import type { Logger } from '../logger.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 
@@ -104,6 +105,9 @@ export class Settlement {
       return Promise.resolve();
     }
     const options: Options.Publish = { contentType: this.options.encoder.contentType, ...(correlationId === undefined ? {} : { correlationId }) };
+    // The reply carries the handler's span back to the caller (Python callers ignore headers).
+    const trace = currentTrace();
+    if (trace) options.headers = { [TRACEPARENT_HEADER]: formatTraceparent(trace), ...(trace.traceState ? { [TRACESTATE_HEADER]: trace.traceState } : {}) };
     return this.options.connection.publisher.reply(replyTo, content, options).catch((err: unknown) => {
       this.options.logger.warn('could not send an RPC reply', { replyTo, error: (err as Error).message });
     });

@@ -1,5 +1,6 @@
 import { brand, PostageError } from '../errors.js';
 import type { FingerprintDict } from './fingerprint.js';
+import type { TraceContext } from './trace-context.js';
 
 /** A JSON value as it travels in a body. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -21,6 +22,11 @@ export interface MessageBody {
  */
 export class Message {
   readonly body: MessageBody;
+  /**
+   * The trace context it came with (its `traceparent` header), on a received RPC reply: the
+   * responder's handler span. Not part of the body.
+   */
+  trace: TraceContext | undefined = undefined;
 
   constructor(args: readonly unknown[] = [], kwds: Record<string, unknown> = {}) {
     const content: Record<string, unknown> = {};

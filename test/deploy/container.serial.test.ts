@@ -45,7 +45,9 @@ test.serial('the Dockerfile builds unchanged with podman: non-root, postaged as 
   t.is(config.User, 'node');
   t.deepEqual(config.Entrypoint, ['/opt/postage/bin/postaged']);
   t.is(config.StopSignal, 'SIGTERM');
-  t.regex(healthcheck?.Test?.join(' ') ?? '', /postage ping/, 'the HEALTHCHECK survived (docker format)');
+  t.regex(healthcheck?.Test?.join(' ') ?? '', /postaged-probe/, 'the HEALTHCHECK survived (docker format): /readyz with the listener on');
+  t.regex(healthcheck?.Test?.join(' ') ?? '', /postage ping/, 'and a ping through the broker with it off');
+  t.true((JSON.parse(await inspect(IMAGE, '{{json .Config.Env}}')) as string[]).includes('POSTAGED_METRICS_LISTEN=0.0.0.0:9464'), 'the listener is on by default');
   const size = Number(await inspect(IMAGE, '{{.Size}}'));
   const baseSize = Number(await inspect(base, '{{.Size}}'));
   t.log(`image ${(size / 1e6).toFixed(1)} MB = base ${(baseSize / 1e6).toFixed(1)} MB + ${((size - baseSize) / 1e6).toFixed(1)} MB of postage`);
@@ -57,10 +59,12 @@ test.serial('the Dockerfile builds unchanged with podman: non-root, postaged as 
   built = true;
 });
 
-test.serial('the container: PID 1 as node answers; read-only plugin and config volumes; 3 restarts in place without zombies; healthy, unhealthy when the broker connection is gone; podman stop exits 0 within the drain timeout', async (t) => {
+test.serial('the container: PID 1 as node answers; read-only plugin and config volumes; 3 restarts in place without zombies; healthy (/readyz), unhealthy when the broker connection is gone; podman stop exits 0 within the drain timeout', async (t) => {
   if (!built) return t.fail('the image was not built (see the test above)');
   const { vhost, url, connection } = await freshVhost(t, 'postage-ctr');
   const host = `ctr-${randomUUID().slice(0, 8)}`;
+  // --network=host: the image's 9464 would clash with another run; any free-looking port will do.
+  const metricsPort = 20_000 + Math.floor(Math.random() * 10_000);
   const name = `postaged-ci-${host}`;
   // Volumes: the fixture plugins (an ES module, and TypeScript with a relative import, which the
   // daemon transpiles with esbuild), and a config that gives one of them a group.
@@ -98,6 +102,7 @@ test.serial('the container: PID 1 as node answers; read-only plugin and config v
     '--health-start-period', '1s',
     '-e', `POSTAGE_URL=${url}`,
     '-e', `POSTAGE_HOSTNAME=${host}`,
+    '-e', `POSTAGED_METRICS_LISTEN=127.0.0.1:${metricsPort}`,
     '-v', `${plugins}:/etc/postaged/plugins:ro`,
     '-v', `${configFile}:/etc/postaged/postaged.jsonc:ro`,
     IMAGE,
@@ -144,7 +149,11 @@ test.serial('the container: PID 1 as node answers; read-only plugin and config v
   const clean = await waitFor('no child of PID 1', () => childrenOf(hostPid).length === 0, 15_000).then(() => true, () => false);
   t.true(clean, `no zombie after 3 restarts; children of PID 1: ${JSON.stringify(childrenOf(hostPid))}`);
 
-  // The HEALTHCHECK, run on demand (podman schedules it with systemd timers, which this host lacks).
+  // The HEALTHCHECK, run on demand (podman schedules it with systemd timers, which this host lacks):
+  // with the listener on, it asks /readyz, which the host can ask too.
+  const readyz = await fetch(`http://127.0.0.1:${metricsPort}/readyz`);
+  t.is(readyz.status, 200, await readyz.text());
+  t.regex(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(), /^postaged_generation 4$/m, 'metrics from the container, after its 3 restarts');
   const healthy = await podman('healthcheck', 'run', name);
   t.is(healthy.code, 0, `healthy: ${healthy.stdout}${healthy.stderr}`);
   // The daemon stopped (SIGSTOP from the host) while the broker is fine: the check asks the daemon, not only the broker.
