@@ -1,8 +1,10 @@
 /**
  * What the daemon's metrics cost the hot path (issue 15 goal: under 3 % of consume
  * throughput), and what the trace context costs, measured the way throughput.bench.ts
- * measures the consumer: a queue filled ahead with Postage `hit` commands, drained by a
- * GenericApplication whose trivial handler counts, rate = (N - 1) / (last - first).
+ * measures the consumer: a queue filled ahead with Postage `hit` commands, each in a trace of
+ * its own (a `traceparent` header: untraced messages are handled outside any trace and cost
+ * nothing), drained by a GenericApplication whose trivial handler counts,
+ * rate = (N - 1) / (last - first).
  *
  * Three sides, each round in a fresh child process (prom-client's default metrics start
  * timers and a GC observer, and an AsyncLocalStorage once used keeps Node 20's promise hooks
@@ -18,7 +20,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import amqp from 'amqplib';
-import { Connection, GenericApplication, MessageCommand, MessageHandler, MicroScheduler } from 'postage';
+import { Connection, formatTraceparent, GenericApplication, MessageCommand, MessageHandler, MicroScheduler, newTrace } from 'postage';
 import { queueFlags } from 'postage/internal';
 import { DaemonMetrics } from '../daemon/metrics.js';
 import { RestartState } from '../daemon/restart-state.js';
@@ -101,7 +103,7 @@ async function parent(): Promise<void> {
       const fill = async (n: number): Promise<void> => {
         for (let sent = 0; sent < n; ) {
           const window = Math.min(1000, n - sent);
-          for (let i = 0; i < window; i++) pub.publish('', APP, content, { contentType: 'application/json' });
+          for (let i = 0; i < window; i++) pub.publish('', APP, content, { contentType: 'application/json', headers: { traceparent: formatTraceparent(newTrace()) } });
           sent += window;
           await pub.waitForConfirms();
         }

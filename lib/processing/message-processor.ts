@@ -8,7 +8,7 @@ import { JsonEncoder, type Encoder } from '../wire/encoder.js';
 import { Fingerprint, type FingerprintDict } from '../wire/fingerprint.js';
 import { MessageResultError, MessageResultException, type MessageBody } from '../wire/message.js';
 import { isControl, verifyBody, type SignatureRefusal } from '../wire/signature.js';
-import { childSpan, parseTraceparent, runHandlerScope, TRACEPARENT_HEADER, TRACESTATE_HEADER } from '../wire/trace-context.js';
+import { childSpan, parseTraceparent, runHandlerScope, TRACEPARENT_HEADER, TRACESTATE_HEADER, type TraceContext } from '../wire/trace-context.js';
 import { childLogger, debugEnabled, type Logger } from '../logger.js';
 import { Dispatcher, type InvalidReason, type LoopHold, type Outcome } from './dispatcher.js';
 import { MessageHandler } from './handlers.js';
@@ -64,11 +64,12 @@ export interface ProcessorOptions {
    */
   strictReplies?: boolean;
   /**
-   * Run each message's handlers in its W3C trace context (the `traceparent` header, else a
-   * new trace): their log lines carry `trace_id` / `span_id`, their sends and RPC reply carry
-   * the trace on. It uses an AsyncLocalStorage, which on Node 20 makes every promise of the
-   * process a little dearer (measured in bench/metrics.bench.ts); `false` turns it off.
-   * Default: true.
+   * Run the handlers of a message that carries a W3C trace context (`traceparent`) in a span
+   * of it: their log lines carry `trace_id` / `span_id`, their sends and RPC reply carry the
+   * trace on. A message without one (Python Postage's, or sent outside any trace) is handled
+   * outside any trace: the AsyncLocalStorage this takes makes every promise of the process a
+   * little dearer on Node 20 (measured in bench/metrics.bench.ts), so only traced traffic pays
+   * it. `false` turns it off. Default: true.
    */
   traceContext?: boolean;
   encoder?: Encoder;
@@ -164,6 +165,12 @@ function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err
 }
 
 const TIMED_OUT = Symbol('timed out');
+
+/** The trace context a delivery's sender put in its headers, if any. */
+function traceOf(delivery: Delivery): TraceContext | undefined {
+  const headers = delivery.message.properties.headers as Record<string, unknown> | undefined;
+  return headers === undefined ? undefined : parseTraceparent(headers[TRACEPARENT_HEADER], headers[TRACESTATE_HEADER]);
+}
 
 /**
  * A microthread that owns a consumer and dispatches each message to its handlers
@@ -361,12 +368,10 @@ export class MessageProcessor extends MicroThread {
       this.#settled('invalid', 0, '');
       return;
     }
-    if (!this.#traceContext) return this.#handleBody(delivery, decoded.body);
-    // The handlers run in a span of the sender's trace (a new trace when it sent none): their
-    // logs, sends and RPC reply carry it.
-    const headers = delivery.message.properties.headers as Record<string, unknown> | undefined;
-    const trace = childSpan(headers === undefined ? undefined : parseTraceparent(headers[TRACEPARENT_HEADER], headers[TRACESTATE_HEADER]));
-    await runHandlerScope(trace, this.fingerprint.name, () => this.#handleBody(delivery, decoded.body));
+    const sent = this.#traceContext ? traceOf(delivery) : undefined;
+    if (!sent) return this.#handleBody(delivery, decoded.body);
+    // The handlers run in a span of the sender's trace: their logs, sends and RPC reply carry it.
+    await runHandlerScope(childSpan(sent), this.fingerprint.name, () => this.#handleBody(delivery, decoded.body));
   }
 
   async #handleBody(delivery: Delivery, body: MessageBody): Promise<void> {

@@ -131,11 +131,14 @@ export function runHandlerScope<T>(trace: TraceContext, owner: string, fn: () =>
 }
 
 /**
- * The headers a send carries: the current context, or a new trace when there is none. The
- * parent id sent is the current span (the handler's), so the receiver's span is its child.
+ * The headers a send carries: the current context, if there is one (in a handler of a traced
+ * message, or in `runWithTrace`). The parent id sent is the current span (the handler's), so
+ * the receiver's span is its child. Outside any context a send carries none: a trace starts
+ * where the user (or an OpenTelemetry SDK) starts it, and untraced traffic costs nothing.
  */
-export function outgoingTraceHeaders(): Record<string, string> {
-  const trace = storage.getStore()?.trace ?? newTrace();
+export function outgoingTraceHeaders(): Record<string, string> | undefined {
+  const trace = storage.getStore()?.trace;
+  if (!trace) return undefined;
   const headers: Record<string, string> = { [TRACEPARENT_HEADER]: formatTraceparent(trace) };
   if (trace.traceState) headers[TRACESTATE_HEADER] = trace.traceState;
   return headers;
