@@ -1,5 +1,5 @@
 /**
- * Switching a vhost between classic and quorum shared queues (`topology.quorum`). RabbitMQ
+ * Switching a vhost between classic and quorum queues (`topology.quorum`). RabbitMQ
  * cannot change a queue's type: a daemon declaring `postaged` as quorum where a classic
  * `postaged` exists is refused (406 PRECONDITION_FAILED). docs/operations.md gives the procedure;
  * the first test runs it as written, the second states what the daemon must do meanwhile.
@@ -23,13 +23,13 @@ brokerTest('the documented in-place switch: stop, postage topology check, postag
   const dir = pluginFolder(t, ['echo-mjs.mjs']);
   const classic = await startDaemon(t, { url, args: ['--plugins', dir, '--host', 'qtype-host'] });
   t.deepEqual(await classic.stop(), { code: 0, signal: null });
-  const shared = ['postaged', 'postaged@qtype-host', 'echo-mjs', 'echo-mjs@qtype-host'];
+  const shared = ['postaged', 'postaged@qtype-host', 'echo-mjs', 'echo-mjs@qtype-host', 'postage.dead-letter.postaged', 'postage.dead-letter.echo-mjs'];
   const classicQueues = await listQueues(vhost);
   for (const name of shared) t.is(classicQueues.find((q) => q.name === name)?.arguments['x-queue-type'], undefined, `${name} starts classic`);
   // The commands of docs/operations.md.
   const check = await postage(url, ['topology', 'check', ...shared, '--mode', 'durable', '--quorum']);
   t.is(check.code, 1, 'check: they differ from quorum');
-  t.regex(check.stderr, /4 queue\(s\) differ from mode durable: postage topology migrate/);
+  t.regex(check.stderr, /6 queue\(s\) differ from mode durable: postage topology migrate/);
   const migrate = await postage(url, ['topology', 'migrate', ...shared, '--mode', 'durable', '--quorum']);
   t.is(migrate.code, 0, migrate.stderr);
   t.log(migrate.stdout.trim());
