@@ -83,6 +83,8 @@ export class GenericConsumer {
   /** Consumer tags of the current channel, by queue. */
   readonly #tags = new Map<string, string>();
   readonly #owner: ChannelOwner<Channel>;
+  /** Channels that have closed: what they delivered comes again from the broker. */
+  readonly #closed = new WeakSet<Channel>();
   #acks: AckBatcher | undefined;
   #state: ConsumerState = 'idle';
   #onDelivery: ((d: Delivery) => void) | undefined;
@@ -148,6 +150,7 @@ export class GenericConsumer {
 
   /** Prefetch, every declaration and binding, then a consumer on every queue. */
   async #setup(ch: Channel, generation: number): Promise<void> {
+    ch.once('close', () => this.#closed.add(ch));
     await ch.prefetch(this.prefetch);
     const declared = new Set<string>();
     for (const b of this.#bindings) await this.#declare(ch, b, declared);
@@ -197,12 +200,18 @@ export class GenericConsumer {
   #delivery(ch: Channel, generation: number, acks: AckBatcher, queue: string, message: ConsumeMessage): Delivery {
     let settled = false;
     const owner = this.#owner;
-    const alive = (): boolean => !settled && owner.current === ch && owner.generation === generation;
+    const closed = this.#closed;
+    // Not "the owner's open channel is ch": deliveries begin while a new channel is still
+    // being set up (its first queue is consumed before the next ones are), when the owner
+    // has no open channel yet. Skipped as stale then, they were never acked: after a
+    // reconnect with a backlog, a whole prefetch window stayed unacked and consuming stopped.
+    const gone = (): boolean => closed.has(ch) || owner.generation !== generation;
+    const alive = (): boolean => !settled && !gone();
     return {
       message,
       queue,
       get stale(): boolean {
-        return owner.current !== ch;
+        return gone();
       },
       ack: () => {
         if (alive()) acks.ack(message);
