@@ -85,6 +85,8 @@ export class GenericConsumer {
   readonly #owner: ChannelOwner<Channel>;
   /** Channels that have closed: what they delivered comes again from the broker. */
   readonly #closed = new WeakSet<Channel>();
+  /** Queues whose consumer the broker cancelled, by channel: what they delivered does not come again. */
+  readonly #cancelled = new WeakMap<Channel, Set<string>>();
   #acks: AckBatcher | undefined;
   #state: ConsumerState = 'idle';
   #onDelivery: ((d: Delivery) => void) | undefined;
@@ -181,6 +183,8 @@ export class GenericConsumer {
       // A null message means the broker cancelled the consumer (e.g. the queue was deleted).
       if (!msg) {
         this.#tags.delete(name);
+        const cancelled = this.#cancelled.get(ch) ?? new Set<string>();
+        this.#cancelled.set(ch, cancelled.add(name));
         if (this.#owner.current === ch && this.#state === 'consuming') {
           this.logger.warn('consumer cancelled by the broker (queue deleted?): declaring and consuming again', { queue: name });
           // A new channel declares the topology again (the queue too) and consumes every queue.
@@ -207,11 +211,15 @@ export class GenericConsumer {
     // reconnect with a backlog, a whole prefetch window stayed unacked and consuming stopped.
     const gone = (): boolean => closed.has(ch) || owner.generation !== generation;
     const alive = (): boolean => !settled && !gone();
+    // When the broker cancelled the consumer (its queue deleted), what the queue delivered is
+    // not delivered again: handled now, or never. (It cannot be acked on the new channel; if
+    // the queue did survive, the broker delivers it again: a duplicate rather than a loss.)
+    const cancelled = this.#cancelled;
     return {
       message,
       queue,
       get stale(): boolean {
-        return gone();
+        return gone() && cancelled.get(ch)?.has(queue) !== true;
       },
       ack: () => {
         if (alive()) acks.ack(message);

@@ -312,6 +312,52 @@ export async function closeConnectionsWhen(vhost: string, queue: string, thresho
   return { messages: Number(m[1]), closed: Number(m[2]) };
 }
 
+/**
+ * Closes the connections of `vhost` `times` times, each one as soon as the broker tracks it
+ * (0 ms delay), in one `rabbitmqctl eval`. Before each close it reads the consumer count of
+ * each queue in `queues`. Resolves with, for each close, how many connections it closed and
+ * those counts (-1: queue missing).
+ */
+export async function closeConnectionsRepeatedly(vhost: string, times: number, queues: readonly string[], explanation: string): Promise<Array<{ closed: number; consumers: number[] }>> {
+  const erlang = `V = ${bin(vhost)},
+    Qs = [rabbit_misc:r(V, queue, N) || N <- [${queues.map(bin).join(',')}]],
+    Consumers = fun() -> [case rabbit_amqqueue:lookup(Q) of {ok, Qu} -> [{consumers, C}] = rabbit_amqqueue:info(Qu, [consumers]), C; _ -> -1 end || Q <- Qs] end,
+    Loop = fun L(0, _Closed, Acc) -> lists:reverse(Acc);
+               L(N, Closed, Acc) ->
+                 Wait = fun W(K) ->
+                   Live = [element(6, C) || C <- rabbit_connection_tracking:list_on_node(node(), V), not lists:member(element(6, C), Closed)],
+                   if Live =:= [] andalso K < 20000 -> timer:sleep(1), W(K + 1); true -> Live end
+                 end,
+                 Live = Wait(0),
+                 Counts = Consumers(),
+                 [rabbit_networking:close_connection(P, ${JSON.stringify(explanation)}) || P <- Live],
+                 L(N - 1, Live ++ Closed, [{length(Live), Counts} | Acc])
+           end,
+    Loop(${times}, [], []).`;
+  const out = (await rabbitmqctl('eval', erlang)).replace(/\s+/g, '');
+  const rows = [...out.matchAll(/\{(\d+),\[([-\d,]*)\]\}/g)].map((m) => ({ closed: Number(m[1]), consumers: m[2] ? m[2].split(',').map(Number) : [] }));
+  if (rows.length !== times) throw new Error(`closeConnectionsRepeatedly: ${out.slice(0, 500)}`);
+  return rows;
+}
+
+/**
+ * Deletes queue `queue` of `vhost` (as `rabbitmqctl delete_queue` does), in one eval that
+ * also says when it started and ended (ms since the epoch, the broker's clock: this
+ * machine's), how many ready messages went with it (`messages`), and how many it held,
+ * delivered but unacknowledged ones included, just before (`inQueue`).
+ */
+export async function deleteQueue(vhost: string, queue: string): Promise<{ at: number; done: number; messages: number; inQueue: number }> {
+  const erlang = `{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(${bin(vhost)}, queue, ${bin(queue)})),
+    [{messages, M}] = rabbit_amqqueue:info(Q, [messages]),
+    T = erlang:system_time(millisecond),
+    {ok, N} = rabbit_amqqueue:delete(Q, false, false, <<"fault-test">>),
+    {T, erlang:system_time(millisecond), N, M}.`;
+  const out = (await rabbitmqctl('eval', erlang)).trim();
+  const m = /^\{(\d+),(\d+),(\d+),(\d+)\}$/.exec(out);
+  if (!m) throw new Error(`deleteQueue: ${out}`);
+  return { at: Number(m[1]), done: Number(m[2]), messages: Number(m[3]), inQueue: Number(m[4]) };
+}
+
 /** Percentile (0–100) of a list of numbers. */
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return NaN;
