@@ -326,7 +326,7 @@ export async function closeConnectionsRepeatedly(vhost: string, times: number, q
                L(N, Closed, Acc) ->
                  Wait = fun W(K) ->
                    Live = [element(6, C) || C <- rabbit_connection_tracking:list_on_node(node(), V), not lists:member(element(6, C), Closed)],
-                   if Live =:= [] andalso K < 20000 -> timer:sleep(1), W(K + 1); true -> Live end
+                   if Live =:= [] andalso K < 3000 -> timer:sleep(1), W(K + 1); true -> Live end
                  end,
                  Live = Wait(0),
                  Counts = Consumers(),
