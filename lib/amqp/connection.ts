@@ -234,11 +234,27 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 
   async createChannel(): Promise<Channel> {
-    return (await this.ready()).createChannel();
+    const model = await this.ready();
+    return model.createChannel().catch((err: unknown) => this.#refusedChannel(model, err, () => this.createChannel()));
   }
 
   async createConfirmChannel(): Promise<ConfirmChannel> {
-    return (await this.ready()).createConfirmChannel();
+    const model = await this.ready();
+    return model.createConfirmChannel().catch((err: unknown) => this.#refusedChannel(model, err, () => this.createConfirmChannel()));
+  }
+
+  /**
+   * A channel refused because the connection is closed, while we hold it for open: its
+   * 'close' came before we listened. amqplib wraps the connection in a ChannelModel one
+   * promise turn after the handshake; a close frame read in the same chunk as the handshake's
+   * last one (a broker that closes connections as soon as they open) is emitted in between,
+   * and the connection stayed "connected" to a dead model for good. Lost, then: reconnect,
+   * and open the channel once connected again, as if the loss had been seen in time.
+   */
+  #refusedChannel<T>(model: ChannelModel, err: unknown, again: () => Promise<T>): Promise<T> {
+    if (!(err instanceof amqp.IllegalOperationError && /^Connection clos/.test(err.message) && this.#model === model && this.#state === 'connected')) throw err;
+    this.#onLost(model, err);
+    return again();
   }
 
   /**

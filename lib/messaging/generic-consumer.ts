@@ -83,6 +83,10 @@ export class GenericConsumer {
   /** Consumer tags of the current channel, by queue. */
   readonly #tags = new Map<string, string>();
   readonly #owner: ChannelOwner<Channel>;
+  /** Channels that have closed: what they delivered comes again from the broker. */
+  readonly #closed = new WeakSet<Channel>();
+  /** Queues whose consumer the broker cancelled, by channel: what they delivered does not come again. */
+  readonly #cancelled = new WeakMap<Channel, Set<string>>();
   #acks: AckBatcher | undefined;
   #state: ConsumerState = 'idle';
   #onDelivery: ((d: Delivery) => void) | undefined;
@@ -148,6 +152,7 @@ export class GenericConsumer {
 
   /** Prefetch, every declaration and binding, then a consumer on every queue. */
   async #setup(ch: Channel, generation: number): Promise<void> {
+    ch.once('close', () => this.#closed.add(ch));
     await ch.prefetch(this.prefetch);
     const declared = new Set<string>();
     for (const b of this.#bindings) await this.#declare(ch, b, declared);
@@ -178,6 +183,8 @@ export class GenericConsumer {
       // A null message means the broker cancelled the consumer (e.g. the queue was deleted).
       if (!msg) {
         this.#tags.delete(name);
+        const cancelled = this.#cancelled.get(ch) ?? new Set<string>();
+        this.#cancelled.set(ch, cancelled.add(name));
         if (this.#owner.current === ch && this.#state === 'consuming') {
           this.logger.warn('consumer cancelled by the broker (queue deleted?): declaring and consuming again', { queue: name });
           // A new channel declares the topology again (the queue too) and consumes every queue.
@@ -197,12 +204,22 @@ export class GenericConsumer {
   #delivery(ch: Channel, generation: number, acks: AckBatcher, queue: string, message: ConsumeMessage): Delivery {
     let settled = false;
     const owner = this.#owner;
-    const alive = (): boolean => !settled && owner.current === ch && owner.generation === generation;
+    const closed = this.#closed;
+    // Not "the owner's open channel is ch": deliveries begin while a new channel is still
+    // being set up (its first queue is consumed before the next ones are), when the owner
+    // has no open channel yet. Skipped as stale then, they were never acked: after a
+    // reconnect with a backlog, a whole prefetch window stayed unacked and consuming stopped.
+    const gone = (): boolean => closed.has(ch) || owner.generation !== generation;
+    const alive = (): boolean => !settled && !gone();
+    // When the broker cancelled the consumer (its queue deleted), what the queue delivered is
+    // not delivered again: handled now, or never. (It cannot be acked on the new channel; if
+    // the queue did survive, the broker delivers it again: a duplicate rather than a loss.)
+    const cancelled = this.#cancelled;
     return {
       message,
       queue,
       get stale(): boolean {
-        return owner.current !== ch;
+        return gone() && cancelled.get(ch)?.has(queue) !== true;
       },
       ack: () => {
         if (alive()) acks.ack(message);
