@@ -157,7 +157,7 @@ export class GenericConsumer {
     const declared = new Set<string>();
     for (const b of this.#bindings) await this.#declare(ch, b, declared);
     this.#tags.clear();
-    this.#acks = new AckBatcher(ch);
+    this.#acks = new AckBatcher(ch, this.prefetch);
     if (!this.#onDelivery) return;
     for (const name of this.#queues) await this.#consume(ch, generation, name);
   }
