@@ -51,6 +51,63 @@ export interface Delivery {
  */
 export type ConsumerState = 'idle' | 'consuming' | 'recovering' | 'cancelled' | 'failed' | 'closed';
 
+/** What a delivery needs to know about the channel it came from. */
+interface ChannelState {
+  /** The channel has closed. */
+  closed(ch: Channel): boolean;
+  /** The generation of the consumer's current channel. */
+  generation(): number;
+  /** The broker cancelled the consumer of `queue` on `ch`. */
+  cancelled(ch: Channel, queue: string): boolean;
+}
+
+/** A delivery of a {@link GenericConsumer}: a class, since one is made per message. */
+class ChannelDelivery implements Delivery {
+  #settled = false;
+
+  constructor(
+    private readonly channelState: ChannelState,
+    private readonly ch: Channel,
+    private readonly generation: number,
+    private readonly acks: AckBatcher,
+    readonly queue: string,
+    readonly message: ConsumeMessage,
+  ) {}
+
+  /**
+   * Not "the owner's open channel is ch": deliveries begin while a new channel is still
+   * being set up (its first queue is consumed before the next ones are), when the owner
+   * has no open channel yet. Skipped as stale then, they were never acked: after a
+   * reconnect with a backlog, a whole prefetch window stayed unacked and consuming stopped.
+   */
+  #gone(): boolean {
+    return this.channelState.closed(this.ch) || this.channelState.generation() !== this.generation;
+  }
+
+  #alive(): boolean {
+    return !this.#settled && !this.#gone();
+  }
+
+  /**
+   * When the broker cancelled the consumer (its queue deleted), what the queue delivered is
+   * not delivered again: handled now, or never. (It cannot be acked on the new channel; if
+   * the queue did survive, the broker delivers it again: a duplicate rather than a loss.)
+   */
+  get stale(): boolean {
+    return this.#gone() && !this.channelState.cancelled(this.ch, this.queue);
+  }
+
+  ack(): void {
+    if (this.#alive()) this.acks.ack(this.message);
+    this.#settled = true;
+  }
+
+  reject(requeue: boolean): void {
+    if (this.#alive()) this.acks.reject(this.message, requeue);
+    this.#settled = true;
+  }
+}
+
 interface Binding {
   exchange: ExchangeClass;
   queue: QueueSpec;
@@ -202,35 +259,15 @@ export class GenericConsumer {
   }
 
   #delivery(ch: Channel, generation: number, acks: AckBatcher, queue: string, message: ConsumeMessage): Delivery {
-    let settled = false;
-    const owner = this.#owner;
-    const closed = this.#closed;
-    // Not "the owner's open channel is ch": deliveries begin while a new channel is still
-    // being set up (its first queue is consumed before the next ones are), when the owner
-    // has no open channel yet. Skipped as stale then, they were never acked: after a
-    // reconnect with a backlog, a whole prefetch window stayed unacked and consuming stopped.
-    const gone = (): boolean => closed.has(ch) || owner.generation !== generation;
-    const alive = (): boolean => !settled && !gone();
-    // When the broker cancelled the consumer (its queue deleted), what the queue delivered is
-    // not delivered again: handled now, or never. (It cannot be acked on the new channel; if
-    // the queue did survive, the broker delivers it again: a duplicate rather than a loss.)
-    const cancelled = this.#cancelled;
-    return {
-      message,
-      queue,
-      get stale(): boolean {
-        return gone() && cancelled.get(ch)?.has(queue) !== true;
-      },
-      ack: () => {
-        if (alive()) acks.ack(message);
-        settled = true;
-      },
-      reject: (requeue: boolean) => {
-        if (alive()) acks.reject(message, requeue);
-        settled = true;
-      },
-    };
+    return new ChannelDelivery(this.#channelState, ch, generation, acks, queue, message);
   }
+
+  /** What a delivery asks about its channel: read per delivery, kept once per consumer. */
+  readonly #channelState: ChannelState = {
+    closed: (ch) => this.#closed.has(ch),
+    generation: () => this.#owner.generation,
+    cancelled: (ch, queue) => this.#cancelled.get(ch)?.has(queue) === true,
+  };
 
   #onOpen(_ch: Channel, generation: number): void {
     if (this.#state === 'recovering') {
