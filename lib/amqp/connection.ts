@@ -105,6 +105,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #publisher: Publisher | undefined;
   /** Exchanges declared on this connection (cleared at each reconnect). */
   readonly #declared = new Map<string, Promise<void>>();
+  /** Those of them whose declaration is done. */
+  readonly #declaredDone = new Set<string>();
 
   constructor(options: ConnectionOptions = {}) {
     super();
@@ -201,11 +203,25 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         }).catch(() => Promise.reject(err));
       });
       this.#declared.set(exchange.name, done);
-      done.catch(() => {
-        if (this.#declared.get(exchange.name) === done) this.#declared.delete(exchange.name);
-      });
+      done.then(
+        () => {
+          if (this.#declared.get(exchange.name) === done) this.#declaredDone.add(exchange.name);
+        },
+        () => {
+          if (this.#declared.get(exchange.name) === done) this.#declared.delete(exchange.name);
+        },
+      );
     }
     return done;
+  }
+
+  /**
+   * True once `exchange` is declared on this connection (until the next reconnect): a
+   * publish can go out in the same turn instead of awaiting `declareExchange()`.
+   * @internal
+   */
+  isDeclared(exchange: ExchangeClass): boolean {
+    return exchange.name === '' || this.#declaredDone.has(exchange.name);
   }
 
   /** The only transition function of the connection's state. */
@@ -372,6 +388,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.emit('blocked', false);
     });
     this.#declared.clear();
+    this.#declaredDone.clear();
     this.#settleWaiting(model);
     this.emit('connect', this.generation, shown);
     if (this.generation > 1) this.emit('reconnect', this.generation);

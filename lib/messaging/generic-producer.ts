@@ -200,7 +200,8 @@ export class GenericProducer {
   private async publishPairs(pairs: ExchangeKeys, contents: readonly Buffer[]): Promise<SendResult> {
     const publisher = this.connection.publisher;
     const publishOptions = this.publishOptions();
-    const results = await Promise.all(pairs.map(([exchange, key], i) => publisher.publish(exchange, key, contents[i] as Buffer, publishOptions)));
+    const sends = pairs.map(([exchange, key], i) => publisher.publish(exchange, key, contents[i] as Buffer, publishOptions));
+    const results = sends.length === 1 ? [await sends[0]] : await Promise.all(sends);
     const unroutable = pairs.filter((_, i) => !results[i]?.routed).map(([exchange, key]) => ({ exchange: exchange.name, key }));
     if (unroutable.length > 0 && debugEnabled(this.logger)) this.logger.debug('no queue bound: the broker dropped the message', { unroutable });
     return { routed: unroutable.length === 0, unroutable };
