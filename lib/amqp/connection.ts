@@ -128,6 +128,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   #publisher: Publisher | undefined;
   /** Exchanges declared on this connection (cleared at each reconnect). */
   readonly #declared = new Map<string, Promise<void>>();
+  /** Those of them whose declaration is done. */
+  readonly #declaredDone = new Set<string>();
 
   constructor(options: ConnectionOptions = {}) {
     super();
@@ -224,11 +226,25 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         }).catch(() => Promise.reject(err));
       });
       this.#declared.set(exchange.name, done);
-      done.catch(() => {
-        if (this.#declared.get(exchange.name) === done) this.#declared.delete(exchange.name);
-      });
+      done.then(
+        () => {
+          if (this.#declared.get(exchange.name) === done) this.#declaredDone.add(exchange.name);
+        },
+        () => {
+          if (this.#declared.get(exchange.name) === done) this.#declared.delete(exchange.name);
+        },
+      );
     }
     return done;
+  }
+
+  /**
+   * True once `exchange` is declared on this connection (until the next reconnect): a
+   * publish can go out in the same turn instead of awaiting `declareExchange()`.
+   * @internal
+   */
+  isDeclared(exchange: ExchangeClass): boolean {
+    return exchange.name === '' || this.#declaredDone.has(exchange.name);
   }
 
   /** The only transition function of the connection's state. */
@@ -257,11 +273,27 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 
   async createChannel(): Promise<Channel> {
-    return (await this.ready()).createChannel();
+    const model = await this.ready();
+    return model.createChannel().catch((err: unknown) => this.#refusedChannel(model, err, () => this.createChannel()));
   }
 
   async createConfirmChannel(): Promise<ConfirmChannel> {
-    return (await this.ready()).createConfirmChannel();
+    const model = await this.ready();
+    return model.createConfirmChannel().catch((err: unknown) => this.#refusedChannel(model, err, () => this.createConfirmChannel()));
+  }
+
+  /**
+   * A channel refused because the connection is closed, while we hold it for open: its
+   * 'close' came before we listened. amqplib wraps the connection in a ChannelModel one
+   * promise turn after the handshake; a close frame read in the same chunk as the handshake's
+   * last one (a broker that closes connections as soon as they open) is emitted in between,
+   * and the connection stayed "connected" to a dead model for good. Lost, then: reconnect,
+   * and open the channel once connected again, as if the loss had been seen in time.
+   */
+  #refusedChannel<T>(model: ChannelModel, err: unknown, again: () => Promise<T>): Promise<T> {
+    if (!(err instanceof amqp.IllegalOperationError && /^Connection clos/.test(err.message) && this.#model === model && this.#state === 'connected')) throw err;
+    this.#onLost(model, err);
+    return again();
   }
 
   /**
@@ -379,6 +411,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.emit('blocked', false);
     });
     this.#declared.clear();
+    this.#declaredDone.clear();
     this.#settleWaiting(model);
     this.emit('connect', this.generation, shown);
     if (this.generation > 1) this.emit('reconnect', this.generation);

@@ -16,6 +16,8 @@ export interface PublishResult {
 /** What the publisher needs from its connection. @internal */
 export interface PublisherSource extends ChannelSource {
   declareExchange(exchange: ExchangeClass): Promise<void>;
+  /** True once `declareExchange(exchange)` is done: no need to wait for it. */
+  isDeclared(exchange: ExchangeClass): boolean;
 }
 
 interface Pending {
@@ -74,25 +76,28 @@ export class Publisher {
    * every RPC a round trip.
    */
   async reply(queue: string, content: Buffer, options: Options.Publish): Promise<void> {
-    (await this.#replies.get()).publish('', queue, content, options);
+    (this.#replies.current ?? (await this.#replies.get())).publish('', queue, content, options);
   }
 
-  /** Publishes and resolves once the broker has confirmed the message. */
-  async publish(exchange: ExchangeClass, key: string, content: Buffer, options: Options.Publish = {}): Promise<PublishResult> {
-    await this.source.declareExchange(exchange);
+  /**
+   * Publishes and resolves once the broker has confirmed the message. Once the exchange is
+   * declared and the channel open, the message goes out in the caller's turn.
+   */
+  publish(exchange: ExchangeClass, key: string, content: Buffer, options: Options.Publish = {}): Promise<PublishResult> {
     return new Promise<PublishResult>((resolve, reject) => {
-      void this.#send({ exchange: exchange.name, key, content, options, channel: undefined, returned: false, resent: false, resolve, reject });
+      const p: Pending = { exchange: exchange.name, key, content, options, channel: undefined, returned: false, resent: false, resolve, reject };
+      if (this.source.isDeclared(exchange)) this.#send(p);
+      else this.source.declareExchange(exchange).then(() => this.#send(p), reject);
     });
   }
 
-  async #send(p: Pending): Promise<void> {
-    let ch: ConfirmChannel;
-    try {
-      ch = await this.#owner.get();
-    } catch (err) {
-      p.reject(err as Error);
-      return;
-    }
+  #send(p: Pending): void {
+    const ch = this.#owner.current;
+    if (ch) this.#sendOn(ch, p);
+    else this.#owner.get().then((opened) => this.#sendOn(opened, p), (err: unknown) => p.reject(err as Error));
+  }
+
+  #sendOn(ch: ConfirmChannel, p: Pending): void {
     p.channel = ch;
     p.returned = false;
     this.#inFlight.add(p);
@@ -129,7 +134,7 @@ export class Publisher {
     }
     p.resent = true;
     this.logger.debug('publish sent again: another message closed its channel', { exchange: p.exchange, key: p.key, cause: cause.message });
-    void this.#send(p);
+    this.#send(p);
   }
 
   /** A mandatory message the broker could not route: mark the oldest matching publish. */

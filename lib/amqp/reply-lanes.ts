@@ -52,7 +52,8 @@ export class ReplyLane {
    * outage is not sent for a call that has already ended.
    */
   async publish(exchange: string, key: string, content: Buffer, options: Options.Publish, stillWanted: () => boolean = () => true): Promise<boolean> {
-    const ch = await this.owner.get();
+    // Once the lane is open the request goes out in the caller's turn.
+    const ch = this.owner.current ?? (await this.owner.get());
     if (!stillWanted()) return false;
     // Direct reply-to requires publishing on the channel that consumes the replies.
     ch.publish(exchange, key, content, { ...options, replyTo: DIRECT_REPLY_TO });

@@ -51,6 +51,63 @@ export interface Delivery {
  */
 export type ConsumerState = 'idle' | 'consuming' | 'recovering' | 'cancelled' | 'failed' | 'closed';
 
+/** What a delivery needs to know about the channel it came from. */
+interface ChannelState {
+  /** The channel has closed. */
+  closed(ch: Channel): boolean;
+  /** The generation of the consumer's current channel. */
+  generation(): number;
+  /** The broker cancelled the consumer of `queue` on `ch`. */
+  cancelled(ch: Channel, queue: string): boolean;
+}
+
+/** A delivery of a {@link GenericConsumer}: a class, since one is made per message. */
+class ChannelDelivery implements Delivery {
+  #settled = false;
+
+  constructor(
+    private readonly channelState: ChannelState,
+    private readonly ch: Channel,
+    private readonly generation: number,
+    private readonly acks: AckBatcher,
+    readonly queue: string,
+    readonly message: ConsumeMessage,
+  ) {}
+
+  /**
+   * Not "the owner's open channel is ch": deliveries begin while a new channel is still
+   * being set up (its first queue is consumed before the next ones are), when the owner
+   * has no open channel yet. Skipped as stale then, they were never acked: after a
+   * reconnect with a backlog, a whole prefetch window stayed unacked and consuming stopped.
+   */
+  #gone(): boolean {
+    return this.channelState.closed(this.ch) || this.channelState.generation() !== this.generation;
+  }
+
+  #alive(): boolean {
+    return !this.#settled && !this.#gone();
+  }
+
+  /**
+   * When the broker cancelled the consumer (its queue deleted), what the queue delivered is
+   * not delivered again: handled now, or never. (It cannot be acked on the new channel; if
+   * the queue did survive, the broker delivers it again: a duplicate rather than a loss.)
+   */
+  get stale(): boolean {
+    return this.#gone() && !this.channelState.cancelled(this.ch, this.queue);
+  }
+
+  ack(): void {
+    if (this.#alive()) this.acks.ack(this.message);
+    this.#settled = true;
+  }
+
+  reject(requeue: boolean): void {
+    if (this.#alive()) this.acks.reject(this.message, requeue);
+    this.#settled = true;
+  }
+}
+
 interface Binding {
   exchange: ExchangeClass;
   queue: QueueSpec;
@@ -83,6 +140,10 @@ export class GenericConsumer {
   /** Consumer tags of the current channel, by queue. */
   readonly #tags = new Map<string, string>();
   readonly #owner: ChannelOwner<Channel>;
+  /** Channels that have closed: what they delivered comes again from the broker. */
+  readonly #closed = new WeakSet<Channel>();
+  /** Queues whose consumer the broker cancelled, by channel: what they delivered does not come again. */
+  readonly #cancelled = new WeakMap<Channel, Set<string>>();
   #acks: AckBatcher | undefined;
   #state: ConsumerState = 'idle';
   #onDelivery: ((d: Delivery) => void) | undefined;
@@ -156,11 +217,12 @@ export class GenericConsumer {
 
   /** Prefetch, every declaration and binding, then a consumer on every queue. */
   async #setup(ch: Channel, generation: number): Promise<void> {
+    ch.once('close', () => this.#closed.add(ch));
     await ch.prefetch(this.prefetch);
     const declared = new Set<string>();
     for (const b of this.#bindings) await this.#declare(ch, b, declared);
     this.#tags.clear();
-    this.#acks = new AckBatcher(ch);
+    this.#acks = new AckBatcher(ch, this.prefetch);
     if (!this.#onDelivery) return;
     for (const name of this.#queues) await this.#consume(ch, generation, name);
   }
@@ -186,6 +248,8 @@ export class GenericConsumer {
       // A null message means the broker cancelled the consumer (e.g. the queue was deleted).
       if (!msg) {
         this.#tags.delete(name);
+        const cancelled = this.#cancelled.get(ch) ?? new Set<string>();
+        this.#cancelled.set(ch, cancelled.add(name));
         if (this.#owner.current === ch && this.#state === 'consuming') {
           this.logger.warn('consumer cancelled by the broker (queue deleted?): declaring and consuming again', { queue: name });
           // A new channel declares the topology again (the queue too) and consumes every queue.
@@ -203,25 +267,15 @@ export class GenericConsumer {
   }
 
   #delivery(ch: Channel, generation: number, acks: AckBatcher, queue: string, message: ConsumeMessage): Delivery {
-    let settled = false;
-    const owner = this.#owner;
-    const alive = (): boolean => !settled && owner.current === ch && owner.generation === generation;
-    return {
-      message,
-      queue,
-      get stale(): boolean {
-        return owner.current !== ch;
-      },
-      ack: () => {
-        if (alive()) acks.ack(message);
-        settled = true;
-      },
-      reject: (requeue: boolean) => {
-        if (alive()) acks.reject(message, requeue);
-        settled = true;
-      },
-    };
+    return new ChannelDelivery(this.#channelState, ch, generation, acks, queue, message);
   }
+
+  /** What a delivery asks about its channel: read per delivery, kept once per consumer. */
+  readonly #channelState: ChannelState = {
+    closed: (ch) => this.#closed.has(ch),
+    generation: () => this.#owner.generation,
+    cancelled: (ch, queue) => this.#cancelled.get(ch)?.has(queue) === true,
+  };
 
   #onOpen(_ch: Channel, generation: number): void {
     if (this.#state === 'recovering') {

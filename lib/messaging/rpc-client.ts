@@ -106,10 +106,12 @@ export async function rpcCall(connection: Connection, req: RpcRequest, options: 
           // A publish that fails outright (connection closed) ends the call with that error.
           .catch((err: unknown) => finish(asError(err)));
       };
-      connection
-        .declareExchange(req.exchange)
-        .then(attempt)
-        .catch((err: unknown) => finish(asError(err)));
+      if (connection.isDeclared(req.exchange)) attempt();
+      else
+        connection
+          .declareExchange(req.exchange)
+          .then(attempt)
+          .catch((err: unknown) => finish(asError(err)));
     });
   } finally {
     // Reusable only if no reply can still come without a correlation id: one try answered,

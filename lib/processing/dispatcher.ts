@@ -10,7 +10,7 @@ import { FilterError, PostageError, RejectMessage } from '../errors.js';
 import type { Encoder } from '../wire/encoder.js';
 import { errorToResult, MessageResult, MessageResultError, validateBody, type MessageBody } from '../wire/message.js';
 import type { Logger } from '../logger.js';
-import { routeKey, type HandlerEntry, type HandlerTable } from './handler-table.js';
+import { RouteIndex, type HandlerEntry, type HandlerTable } from './handler-table.js';
 import { isHandlerClass, type ReplyFunc } from './handler.js';
 
 /** Why a body was refused before any handler ran. */
@@ -30,6 +30,14 @@ export type Outcome =
   /** A message handler threw (after every other handler for the message ran). */
   | { kind: 'failed'; error: unknown };
 
+/** The outcomes that carry nothing but their kind, shared rather than built per message. */
+const HANDLED: Outcome = Object.freeze({ kind: 'handled' });
+const UNHANDLED: Outcome = Object.freeze({ kind: 'unhandled' });
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null | undefined)?.then === 'function';
+}
+
 const REASONS: Partial<Record<string, InvalidReason>> = {
   POSTAGE_ERR_DECODE: 'decode',
   POSTAGE_ERR_BODY_TOO_LARGE: 'too-large',
@@ -48,16 +56,19 @@ export interface LoopHold {
 export class Dispatcher {
   /** The last handler call that held the event loop for long (≥ 50 ms): who blocked it, for the daemon's watchdog. */
   lastHold: LoopHold | undefined;
+  readonly #routes: RouteIndex;
 
   constructor(
     /** The object whose methods are the handlers (the processor). */
     private readonly target: object,
-    private readonly table: HandlerTable,
+    table: HandlerTable,
     private readonly encoder: Encoder,
     private readonly logger: Logger,
     /** Who is answering, for the unknown-RPC error. */
     private readonly name: string,
-  ) {}
+  ) {
+    this.#routes = new RouteIndex(table);
+  }
 
   /** Decodes and validates a body; never throws. */
   decode(content: Buffer): Decoded {
@@ -76,8 +87,8 @@ export class Dispatcher {
   }
 
   /** Handlers for a body's (category, type, name), exact routes first, then wildcard ones. */
-  handlersFor(category: string, body: MessageBody): HandlerEntry[] {
-    return [...(this.table.get(routeKey(category, body.type, body.name)) ?? []), ...(this.table.get(routeKey(category, body.type, undefined)) ?? [])];
+  handlersFor(category: string, body: MessageBody): readonly HandlerEntry[] {
+    return this.#routes.lookup(category, body.type, body.name);
   }
 
   /** Runs the handlers of a body. Never throws: every failure is an outcome. */
@@ -97,14 +108,15 @@ export class Dispatcher {
    */
   async #message(body: MessageBody): Promise<Outcome> {
     const handlers = this.handlersFor('message', body);
-    if (handlers.length === 0) return { kind: 'unhandled' };
+    if (handlers.length === 0) return UNHANDLED;
     let firstError: unknown;
-    for (const [i, entry] of handlers.entries()) {
+    for (let i = 0; i < handlers.length; i++) {
+      const entry = handlers[i]!;
       try {
         // Each handler gets its own copy; the last one may have the freshly decoded original.
         const source = entry.receives === 'body' ? body : body.content;
-        const data = await this.#applyFilters(entry, i === handlers.length - 1 ? source : structuredClone(source));
-        await this.#invoke(entry, data, undefined);
+        const running = this.#run(entry, i === handlers.length - 1 ? source : structuredClone(source), undefined);
+        if (isThenable(running)) await running;
       } catch (err) {
         if (err instanceof FilterError) continue;
         if (err instanceof RejectMessage) throw err;
@@ -112,7 +124,7 @@ export class Dispatcher {
         firstError ??= err;
       }
     }
-    return firstError === undefined ? { kind: 'handled' } : { kind: 'failed', error: firstError };
+    return firstError === undefined ? HANDLED : { kind: 'failed', error: firstError };
   }
 
   /**
@@ -133,18 +145,18 @@ export class Dispatcher {
     };
     if (!entry) {
       await once(new MessageResultError(`unknown RPC command '${body.name}' (type '${body.type}') for ${this.name}`, 'POSTAGE_ERR_UNKNOWN_COMMAND'));
-      return { kind: 'unhandled' };
+      return UNHANDLED;
     }
     try {
-      const data = await this.#applyFilters(entry, entry.receives === 'body' ? body : body.content);
-      const value = await this.#invoke(entry, data, once);
+      const running = this.#run(entry, entry.receives === 'body' ? body : body.content, once);
+      const value = isThenable(running) ? await running : running;
       if (!replied) await once(value === undefined ? new MessageResult(null) : value);
-      return { kind: 'handled' };
+      return HANDLED;
     } catch (err) {
       if (err instanceof RejectMessage) throw err;
       if (err instanceof FilterError) {
         if (!replied) await once(new MessageResultError(`the request was filtered out: ${err.message}`));
-        return { kind: 'handled' };
+        return HANDLED;
       }
       // The caller gets the exception as its answer; the request itself is done.
       this.logger.error('RPC handler failed', { handler: entry.label, error: (err as Error)?.message });
@@ -153,25 +165,32 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * Filters, then the handler. Synchronous when there are no filters: a promise only when a
+   * filter or the handler is async (awaiting a plain value costs every message a promise).
+   */
+  #run(entry: HandlerEntry, data: unknown, reply: ReplyFunc | undefined): unknown {
+    if (entry.filters.length === 0) return this.#invoke(entry, data, reply);
+    return this.#applyFilters(entry, data).then((value) => this.#invoke(entry, value, reply));
+  }
+
   async #applyFilters(entry: HandlerEntry, data: unknown): Promise<unknown> {
-    if (entry.filters.length === 0) return data;
     let value = data;
     for (const f of entry.filters) value = await f.fn(value, ...f.args);
     return value;
   }
 
-  async #invoke(entry: HandlerEntry, data: unknown, reply: ReplyFunc | undefined): Promise<unknown> {
+  /** Calls the handler; its result as it returned it (a promise from an async one). */
+  #invoke(entry: HandlerEntry, data: unknown, reply: ReplyFunc | undefined): unknown {
     // The synchronous part of the call is timed: a handler that holds the event loop (a busy
     // loop, a huge JSON) stalls every application of the process, and the watchdog names it.
     const t0 = performance.now();
-    let result: unknown;
     try {
-      result = this.#call(entry, data, reply);
+      return this.#call(entry, data, reply);
     } finally {
       const t1 = performance.now();
       if (t1 - t0 >= 50) this.lastHold = { ms: t1 - t0, handler: entry.label, endedAt: t1 };
     }
-    return await result;
   }
 
   #call(entry: HandlerEntry, data: unknown, reply: ReplyFunc | undefined): unknown {

@@ -9,6 +9,8 @@ export interface HandlerEntry {
   filters: FilterSpec[];
   /** For logs: `Class.method`. */
   label: string;
+  /** The (category, type, name) it is registered for. */
+  route: Route;
 }
 
 /** Handlers by `category|type|name` (name `*` for wildcard routes), in registration order. @internal */
@@ -59,9 +61,45 @@ export function buildHandlerTable(cls: Function, stopAt: Function): HandlerTable
     for (const r of mark.routes) {
       const key = routeKey(r.category, r.type, r.name);
       const list = table.get(key) ?? [];
-      list.push({ target, receives: r.receives, filters: [...mark.filters], label });
+      list.push({ target, receives: r.receives, filters: [...mark.filters], label, route: r });
       table.set(key, list);
     }
   }
   return table;
+}
+
+const NO_HANDLERS: readonly HandlerEntry[] = Object.freeze([]);
+
+/**
+ * The handlers of a body, resolved once per route rather than per message: for each
+ * (category, type), the list of every registered name (its exact handlers, then the type's
+ * wildcard ones), and the wildcard list for any other name. Bounded by the table: names read
+ * from the wire are looked up, never added.
+ * @internal
+ */
+export class RouteIndex {
+  readonly #types = new Map<string, Map<string, { named: Map<string, readonly HandlerEntry[]>; wildcard: readonly HandlerEntry[] }>>();
+
+  constructor(table: HandlerTable) {
+    for (const entries of table.values()) {
+      const { category, type } = entries[0]!.route;
+      const byType = this.#types.get(category) ?? new Map();
+      this.#types.set(category, byType);
+      if (byType.has(type)) continue;
+      const wildcard = table.get(routeKey(category, type, undefined)) ?? [];
+      const named = new Map<string, readonly HandlerEntry[]>();
+      for (const list of table.values()) {
+        const r = list[0]!.route;
+        if (r.category === category && r.type === type && r.name !== undefined) named.set(r.name, [...list, ...wildcard]);
+      }
+      byType.set(type, { named, wildcard });
+    }
+  }
+
+  /** Handlers for (category, type, name), exact routes first, then wildcard ones. */
+  lookup(category: string, type: string, name: string): readonly HandlerEntry[] {
+    const routes = this.#types.get(category)?.get(type);
+    if (!routes) return NO_HANDLERS;
+    return routes.named.get(name) ?? routes.wildcard;
+  }
 }

@@ -12,6 +12,7 @@ import { childSpan, parseTraceparent, runHandlerScope, TRACEPARENT_HEADER, TRACE
 import { childLogger, debugEnabled, type Logger } from '../logger.js';
 import { Dispatcher, type InvalidReason, type LoopHold, type Outcome } from './dispatcher.js';
 import { MessageHandler } from './handlers.js';
+import type { ReplyFunc } from './handler.js';
 import { buildHandlerTable } from './handler-table.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import { RpcMemory } from './rpc-memory.js';
@@ -172,6 +173,9 @@ function traceOf(delivery: Delivery): TraceContext | undefined {
   return headers === undefined ? undefined : parseTraceparent(headers[TRACEPARENT_HEADER], headers[TRACESTATE_HEADER]);
 }
 
+/** The reply function of a `message` (its handlers get none): nothing to answer. */
+const NO_REPLY: ReplyFunc = () => Promise.resolve();
+
 /**
  * A microthread that owns a consumer and dispatches each message to its handlers
  * (Python's `MessageProcessor`, SPEC §2). Its parts:
@@ -317,33 +321,66 @@ export class MessageProcessor extends MicroThread {
     w?.();
   }
 
-  /** Dispatches the next message (or waits for one). */
+  /**
+   * Dispatches the next message, waiting for one if there is none. A delivery that wakes an
+   * idle processor is handled in the same step, in the turn it arrived: returning to the
+   * scheduler first cost every RPC an event-loop turn before its handler ran.
+   */
   override async step(): Promise<void> {
-    const stopping = this.#lifecycle === 'stopping' || this.#lifecycle === 'stopped' || this.#held;
-    let delivery = stopping ? undefined : this.#inbox.shift();
+    let delivery = this.#next();
+    if (!delivery) {
+      await this.#waitForDelivery();
+      if (!this.running) return;
+      delivery = this.#next();
+      if (!delivery) return;
+    }
+    const work = this.#work(delivery);
+    this.#inFlight.add(work);
+    if (this.concurrency === 1) {
+      // In order, one at a time: this message is the one to wait for.
+      await work;
+      this.#inFlight.delete(work);
+      return;
+    }
+    void work.then(() => {
+      this.#inFlight.delete(work);
+      this.#wakeUp();
+    });
+    if (this.#inFlight.size >= this.concurrency) await Promise.race(this.#inFlight);
+  }
+
+  /** The next delivery to handle, unless the processor takes no more. */
+  #next(): Delivery | undefined {
+    if (this.#takesNoMore()) return undefined;
+    let delivery = this.#inbox.shift();
     // A delivery from a channel that is gone will be delivered again by the broker: handling
     // it now would handle it twice (its ack could not be sent anyway).
     while (delivery?.stale) delivery = this.#inbox.shift();
-    if (!delivery) {
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-        if ((this.#inbox.length > 0 && !stopping) || !this.running) this.#wakeUp();
-      });
-      return;
+    return delivery;
+  }
+
+  #takesNoMore(): boolean {
+    return this.#lifecycle === 'stopping' || this.#lifecycle === 'stopped' || this.#held;
+  }
+
+  /** Resolves when a delivery arrives, a handler finishes, or the thread is stopped. */
+  #waitForDelivery(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      if ((this.#inbox.length > 0 && !this.#takesNoMore()) || !this.running) this.#wakeUp();
+    });
+  }
+
+  /** Handles one delivery; never rejects. */
+  async #work(delivery: Delivery): Promise<void> {
+    try {
+      await this.#handle(delivery);
+    } catch (err) {
+      // #handle settles every failure itself; this is the last line, so that nothing a
+      // handler does can reach the scheduler or amqplib's event path.
+      this.logger.error('message dispatch failed unexpectedly', { error: (err as Error)?.message });
+      delivery.reject(false);
     }
-    const work = this.#handle(delivery)
-      .catch((err: unknown) => {
-        // #handle settles every failure itself; this is the last line, so that nothing a
-        // handler does can reach the scheduler or amqplib's event path.
-        this.logger.error('message dispatch failed unexpectedly', { error: (err as Error)?.message });
-        delivery.reject(false);
-      })
-      .finally(() => {
-        this.#inFlight.delete(work);
-        this.#wakeUp();
-      });
-    this.#inFlight.add(work);
-    if (this.#inFlight.size >= this.concurrency) await Promise.race(this.#inFlight);
   }
 
   override stop(): void {
@@ -386,17 +423,25 @@ export class MessageProcessor extends MicroThread {
       this.#settled('duplicate', 0, body.category);
       return;
     }
-    const reply = this.#rpcMemory && body.category === 'rpc' ? this.#rpcMemory.replier(delivery, this.#settlement) : (result: unknown) => this.#settlement.reply(delivery, result);
-    const t0 = performance.now();
-    const outcome = await this.#withTimeout(this.#dispatcher.dispatch(body, reply), body);
-    const ms = performance.now() - t0;
-    await this.#settle(delivery, body, outcome, reply);
-    this.#settled(outcome === TIMED_OUT ? 'timeout' : outcome.kind === 'handled' && outcome.rpcFailed !== undefined ? 'failed' : outcome.kind, ms, body.category);
+    const reply = body.category === 'rpc' ? this.#replier(delivery) : NO_REPLY;
+    const observed = this.events.listenerCount('settled') > 0;
+    const t0 = observed ? performance.now() : 0;
+    const dispatch = this.#dispatcher.dispatch(body, reply);
+    const outcome = this.handlerTimeout > 0 ? await this.#withTimeout(dispatch, body) : await dispatch;
+    if (outcome !== TIMED_OUT && (outcome.kind === 'handled' || outcome.kind === 'unhandled')) this.#ack(delivery, body, outcome);
+    else await this.#settleFailure(delivery, body, outcome, reply);
+    if (observed) this.#settled(outcome === TIMED_OUT ? 'timeout' : outcome.kind === 'handled' && outcome.rpcFailed !== undefined ? 'failed' : outcome.kind, performance.now() - t0, body.category);
   }
 
   /** Tells `settled` listeners, if there are any. */
   #settled(outcome: MessageOutcome, durationMs: number, category: string): void {
     if (this.events.listenerCount('settled') > 0) this.events.emit('settled', outcome, durationMs, category);
+  }
+
+  /** How an RPC is answered: remembered by its message id when de-duplication is on. */
+  #replier(delivery: Delivery): ReplyFunc {
+    if (this.#rpcMemory) return this.#rpcMemory.replier(delivery, this.#settlement);
+    return (result: unknown) => this.#settlement.reply(delivery, result);
   }
 
   /**
@@ -425,7 +470,6 @@ export class MessageProcessor extends MicroThread {
 
   /** Races a dispatch against `handlerTimeout`. */
   async #withTimeout(dispatch: Promise<Outcome>, body: MessageBody): Promise<Outcome | typeof TIMED_OUT> {
-    if (this.handlerTimeout <= 0) return dispatch;
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<typeof TIMED_OUT>((resolve) => {
       timer = setTimeout(() => resolve(TIMED_OUT), this.handlerTimeout);
@@ -440,7 +484,17 @@ export class MessageProcessor extends MicroThread {
     return result;
   }
 
-  async #settle(delivery: Delivery, body: MessageBody, outcome: Outcome | typeof TIMED_OUT, reply: (result: unknown) => Promise<void>): Promise<void> {
+  /** Every handler ran, or nothing handles it: acked. */
+  #ack(delivery: Delivery, body: MessageBody, outcome: Outcome & { kind: 'handled' | 'unhandled' }): void {
+    if (outcome.kind === 'unhandled') this.stats.unhandled++;
+    else if (outcome.rpcFailed !== undefined) this.stats.failed++;
+    else this.stats.handled++;
+    delivery.ack();
+    this.#afterAck(delivery, body);
+  }
+
+  /** A timeout, a rejection or a failure: answered, retried or dead-lettered. */
+  async #settleFailure(delivery: Delivery, body: MessageBody, outcome: Outcome | typeof TIMED_OUT, reply: (result: unknown) => Promise<void>): Promise<void> {
     if (outcome === TIMED_OUT) {
       this.stats.timedOut++;
       if (body.category === 'rpc') {
@@ -450,14 +504,6 @@ export class MessageProcessor extends MicroThread {
       return;
     }
     switch (outcome.kind) {
-      case 'handled':
-      case 'unhandled':
-        if (outcome.kind === 'unhandled') this.stats.unhandled++;
-        else if (outcome.rpcFailed !== undefined) this.stats.failed++;
-        else this.stats.handled++;
-        delivery.ack();
-        this.#afterAck(delivery, body);
-        return;
       case 'rejected':
         this.stats.rejected++;
         await this.#settlement.deadLetter(delivery, 'rejected', outcome.error);
@@ -466,6 +512,8 @@ export class MessageProcessor extends MicroThread {
         this.stats.failed++;
         await this.#settlement.retryOrDeadLetter(delivery, 'handler-error', outcome.error);
         return;
+      default:
+        this.#ack(delivery, body, outcome);
     }
   }
 

@@ -60,10 +60,11 @@ export class RpcMemory {
       const answer = settlement.encodeReply(result);
       entry.answer = answer;
       const replyTo = props.replyTo as string | undefined;
-      const sends = entry.waiting.splice(0).map((w) => settlement.replyEncoded(w.replyTo, w.correlationId, answer));
-      if (replyTo) sends.push(settlement.replyEncoded(replyTo, props.correlationId as string | undefined, answer));
-      else sends.push(settlement.reply(delivery, result)); // logs the missing reply_to
-      await Promise.all(sends);
+      // The copies that came meanwhile (rare): answered with it.
+      const again = entry.waiting.length === 0 ? undefined : Promise.all(entry.waiting.splice(0).map((w) => settlement.replyEncoded(w.replyTo, w.correlationId, answer)));
+      if (replyTo) await settlement.replyEncoded(replyTo, props.correlationId as string | undefined, answer);
+      else await settlement.reply(delivery, result); // logs the missing reply_to
+      await again;
     };
   }
 }

@@ -58,8 +58,10 @@ export class Message {
 
   /** Merges fields into the body's fingerprint (Python's `message.fingerprint(**kwds)`). */
   setFingerprint(fields: Partial<FingerprintDict>): this {
-    for (const [key, value] of Object.entries(fields)) {
-      if (value !== undefined) this.body.fingerprint[key] = String(value);
+    const fingerprint = this.body.fingerprint;
+    for (const key of Object.keys(fields)) {
+      const value = fields[key as keyof FingerprintDict];
+      if (value !== undefined) fingerprint[key] = typeof value === 'string' ? value : String(value);
     }
     return this;
   }

@@ -21,6 +21,22 @@ test('refuses nesting deeper than the limit by a byte scan (no RangeError at a m
   t.is((t.throws(() => big.decode(deep)) as PostageError).code, 'POSTAGE_ERR_TOO_DEEP');
 });
 
+test('a body too short to nest past the limit as valid JSON still reports its depth first when it is invalid', (t) => {
+  const e = new JsonEncoder(); // maxDepth 128: bodies under 258 bytes skip the scan unless they fail
+  t.is((t.throws(() => e.decode(Buffer.from('['.repeat(200)))) as PostageError).code, 'POSTAGE_ERR_TOO_DEEP');
+  t.is((t.throws(() => e.decode(Buffer.concat([Buffer.from('['.repeat(200)), Buffer.from([0xff])]))) as PostageError).code, 'POSTAGE_ERR_TOO_DEEP');
+  t.is((t.throws(() => e.decode(Buffer.from('['.repeat(100)))) as PostageError).code, 'POSTAGE_ERR_DECODE');
+  t.is((t.throws(() => enc.decode(Buffer.from('[[[[[[]]]]]]'))) as PostageError).code, 'POSTAGE_ERR_TOO_DEEP');
+});
+
+test('a UTF-8 byte order mark before the body is dropped; invalid UTF-8 names its cause', (t) => {
+  t.deepEqual(enc.decode(Buffer.from('\ufeff{"a":1}')), { a: 1 });
+  const err = t.throws(() => enc.decode(Buffer.from([0x7b, 0x22, 0xc3, 0x22, 0x7d]))) as PostageError;
+  t.is(err.code, 'POSTAGE_ERR_DECODE');
+  t.is(err.message, 'body is not valid UTF-8');
+  t.true(err.cause instanceof TypeError);
+});
+
 test('brackets inside strings do not count as depth', (t) => {
   t.deepEqual(enc.decode(Buffer.from('{"a":"[[[[[[[[[[\\"{{{{{{{"}')), { a: '[[[[[[[[[["{{{{{{{' });
 });
