@@ -29,6 +29,8 @@ export interface DaemonOptions {
   version: string;
   /** Called once: exit with a code, or re-exec with the state for the next generation. */
   finish: (outcome: Outcome) => void;
+  /** The private folder of transpiled `.ts` plugins (transpile-cache.ts), if there is one. */
+  transpileCacheDir?: string;
   /** Called when the daemon enters a phase (systemd's readiness protocol listens here). */
   onPhase?: (phase: Phase, detail: string) => void;
 }
@@ -276,7 +278,7 @@ export class Daemon {
     if (running.length > 0) {
       // ES modules cannot be unloaded: new code for a running plugin means a new process image,
       // but only if the new code loads: a broken file must not replace a working generation.
-      const checks = await Promise.all(running.map(async (f) => ({ file: f, check: await checkPlugin(f, this.options.config.startTimeout, this.options.config.strictModes) })));
+      const checks = await Promise.all(running.map(async (f) => ({ file: f, check: await checkPlugin(f, this.options.config.startTimeout, this.options.config.strictModes, this.options.transpileCacheDir) })));
       const broken = checks.filter((c) => !c.check.ok);
       for (const { file, check } of broken) {
         host.setPending(file, `its file changed, but the new version does not load (${check.ok ? '' : check.reason}); this one keeps running`);
