@@ -6,7 +6,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { Connection, DAEMON_DISCOVERY_KEY, type ConnectionOptions, type ControlEvent, type DaemonStatus, type GenericApplication, type Logger } from 'postage';
 import { reachesWholeProcess, readSigningKeys } from 'postage/internal';
 import type { DaemonConfig } from './config.js';
@@ -15,6 +14,7 @@ import { Faults } from './faults.js';
 import { Host, type RootLogger } from './host.js';
 import { checkPlugin } from './plugin-check.js';
 import { isPluginFile } from './plugin-loader.js';
+import { installPluginResolution } from './plugin-resolution.js';
 import { PluginWatcher } from './plugin-watcher.js';
 import type { RestartState } from './restart-state.js';
 import { Watchdog } from './watchdog.js';
@@ -37,13 +37,23 @@ export interface DaemonOptions {
 
 export type Phase = 'starting' | 'running' | 'restarting' | 'stopping';
 
-interface PidUsage {
-  cpu: number;
-  memory: number;
+/**
+ * CPU (percent of one core) since the last call, and memory (RSS bytes), of this process, as
+ * `status` shows them. The first call gives the average since the process started.
+ */
+class Usage {
+  #last = { at: performance.timeOrigin, cpu: 0 };
+
+  now(): { cpu: number; memory: number } {
+    const at = performance.timeOrigin + performance.now();
+    const { user, system } = process.cpuUsage();
+    const cpu = (user + system) / 1000; // ms
+    const wall = at - this.#last.at;
+    const percent = wall > 0 ? Math.round(((cpu - this.#last.cpu) / wall) * 10000) / 100 : 0;
+    this.#last = { at, cpu };
+    return { cpu: percent, memory: process.memoryUsage.rss() };
+  }
 }
-const pidusageOf = createRequire(import.meta.url)('pidusage') as (pid: number, options: { maxage: number }) => Promise<PidUsage>;
-/** CPU percent is measured between two calls; the history is kept an hour (pidusage's default is a minute). */
-const pidusage = (pid: number): Promise<PidUsage> => pidusageOf(pid, { maxage: 3600_000 });
 
 /**
  * The broker options of the configuration, as the library takes them. Every field is given,
@@ -87,6 +97,7 @@ export class Daemon {
   /** Folder events that came while the generation was starting: handled once it runs. */
   private pendingEvents: Array<() => Promise<void>> = [];
   private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly usage = new Usage();
 
   constructor(private readonly options: DaemonOptions) {
     const { config, logger } = options;
@@ -113,7 +124,8 @@ export class Daemon {
     const { config, state } = this.options;
     this.watchdog.start();
     // The watcher starts before anything is read, so that a file added or changed while the
-    // generation starts is not missed; its events wait until the generation runs.
+    // generation starts is not missed; its events wait until the generation runs. It scans
+    // the folder while the broker connection opens.
     if (config.watch) {
       this.watcher = new PluginWatcher(this.pluginDir, {
         debounce: config.watchDebounce,
@@ -122,9 +134,8 @@ export class Daemon {
         onRemove: (file) => this.folderEvent(() => this.onRemove(file)),
         onError: (err) => this.log.warn('plugin folder watcher error', { reason: err.message }),
       });
-      await this.watcher.start();
     }
-    await this.connection.ready();
+    await Promise.all([this.watcher?.start(), this.connection.ready()]);
     const host = new Host({ connection: this.connection, logger: this.options.logger, config, state, host: this.host, onControl: (app, isDaemon, event) => this.onControl(app, isDaemon, event) });
     this.hostApps = host;
     const own = new DaemonApplication({
@@ -139,6 +150,10 @@ export class Daemon {
       status: () => this.status(),
     });
     if ((await host.run(own, null)) === 'failed') throw new Error(`the daemon's own application ${config.name} could not start (see the log)`);
+    // The module hooks (`postage` for plugins, `.ts` transpiling) are installed only now: their
+    // loader thread takes a while to start, and blocks this one meanwhile; the daemon's own
+    // application answers `status` already.
+    installPluginResolution(this.options.transpileCacheDir);
     const files = fs
       .readdirSync(this.pluginDir)
       .filter(isPluginFile)
@@ -150,8 +165,8 @@ export class Daemon {
     for (const { file, until } of host.quarantined()) this.later(until - Date.now(), () => this.endQuarantine(file));
     const pending = this.pendingEvents.splice(0);
     for (const event of pending) await event();
-    // The first measure sets pidusage's baseline: the first `status` then shows CPU since start.
-    void pidusage(process.pid).catch(() => undefined);
+    // The first measure sets the baseline: the first `status` then shows CPU since start.
+    this.usage.now();
     const apps = host.status();
     this.options.onPhase?.('running', `generation ${state.generation}: ${apps.map((a) => `${a.name} ${a.state}`).join(', ')}`);
     this.log.info('postaged ready', {
@@ -376,12 +391,7 @@ export class Daemon {
   /** The value of RPC `status`. */
   async status(): Promise<DaemonStatus> {
     const { config, state, version } = this.options;
-    let usage: PidUsage;
-    try {
-      usage = await pidusage(process.pid);
-    } catch {
-      usage = { cpu: 0, memory: process.memoryUsage.rss() };
-    }
+    const usage = this.usage.now();
     return {
       name: config.name,
       pid: process.pid,

@@ -140,7 +140,7 @@ test.serial('the container: PID 1 as node answers; read-only plugin and config v
     t.is(Number(await inspect(name, '{{.State.Pid}}')), hostPid, 'same process, seen from the host');
     t.is(await inspect(name, '{{.State.Running}}'), 'true');
   }
-  // pidusage runs a short-lived `getconf` shell per generation; what a previous image left never goes.
+  // Short-lived children come and go; what a previous image left never goes.
   const clean = await waitFor('no child of PID 1', () => childrenOf(hostPid).length === 0, 15_000).then(() => true, () => false);
   t.true(clean, `no zombie after 3 restarts; children of PID 1: ${JSON.stringify(childrenOf(hostPid))}`);
 
