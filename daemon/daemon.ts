@@ -151,8 +151,9 @@ export class Daemon {
     });
     if ((await host.run(own, null)) === 'failed') throw new Error(`the daemon's own application ${config.name} could not start (see the log)`);
     // The module hooks (`postage` for plugins, `.ts` transpiling) are installed only now: their
-    // loader thread takes a while to start, and blocks this one meanwhile; the daemon's own
-    // application answers `status` already.
+    // loader thread takes 40-250 ms to start, and blocks this one meanwhile. What already waits
+    // for the daemon's own application (a `status` sent with the restart) is answered first.
+    await this.settle(own);
     installPluginResolution(this.options.transpileCacheDir);
     const files = fs
       .readdirSync(this.pluginDir)
@@ -178,6 +179,16 @@ export class Daemon {
       startMs: Math.round(performance.now() - t0),
       uptimeMs: Math.round(process.uptime() * 1000),
     });
+  }
+
+  /**
+   * Lets `app` handle what the broker delivered to it as it started consuming: one turn of the
+   * event loop (deliveries already read), then until nothing is in flight, at most 100 ms.
+   */
+  private async settle(app: GenericApplication): Promise<void> {
+    const until = performance.now() + 100;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (app.inFlightCount > 0 && performance.now() < until) await new Promise<void>((resolve) => setTimeout(resolve, 1));
   }
 
   /**
