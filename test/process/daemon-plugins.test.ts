@@ -174,3 +174,18 @@ brokerTest('.ts plugins are transpiled once: a restart reads the private cache, 
   t.false(fs.existsSync(entry), 'the older version of the file is removed');
   t.is(fs.readdirSync(cache).length, 2);
 });
+
+brokerTest('twelve plugins on the one connection, hot-loaded and restarted: nothing on stderr (no MaxListenersExceededWarning)', async (t) => {
+  const { url, connection } = await freshVhost(t, 'postaged-many');
+  const dir = pluginFolder(t, []);
+  const plugin = "import { GenericApplication } from 'postage';\nexport default class P extends GenericApplication {}\n";
+  for (let i = 1; i <= 11; i++) fs.writeFileSync(path.join(dir, `many${i}.mjs`), plugin);
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir] });
+  fs.writeFileSync(path.join(dir, '.many12.tmp'), plugin);
+  fs.renameSync(path.join(dir, '.many12.tmp'), path.join(dir, 'many12.mjs'));
+  await daemon.waitForLine((l) => l.message === 'application started' && l.app === 'many12');
+  await controlProducer(connection).sendCommand('restart', {}, { _key: 'postaged' });
+  await daemon.waitForLine('postaged ready', { count: 2, timeout: 20_000 });
+  t.is((await status(t, connection)).applications.filter((a) => a.state === 'running').length, 13);
+  t.is(daemon.stderr, '');
+});
