@@ -12,17 +12,22 @@
  *   esbuild's version and of the transform options. A changed plugin is a new key, never an
  *   old entry; a file in the folder runs only if it is what esbuild made of exactly the source
  *   the operator dropped (nobody but the daemon's user and root can write the folder).
- * - Bounded: one entry per source path; writing a new version of a file removes the older ones.
+ * - Bounded: one entry per source path; writing a new version of a file removes the older ones,
+ *   and entries not written for `MAX_AGE_MS` (plugin folders that went away, e.g. temporary
+ *   ones) go at the next write.
  *
  * The entries are read and written by the module hooks (plugin-hooks.ts, on the loader
  * thread); the folder is chosen and checked on the main thread (`prepareTranspileCache`).
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import { readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { writableByOthers } from './plugin-safety.js';
+
+/** An entry not written for this long is removed at the next write (an unchanged plugin's is then written again). */
+export const MAX_AGE_MS = 30 * 24 * 3600_000;
 
 /** The folder to use, or why there is none. */
 export type TranspileCache = { dir: string; problem?: undefined } | { dir?: undefined; problem: string };
@@ -79,17 +84,26 @@ export async function readCached(entry: { file: string }): Promise<string | unde
   }
 }
 
-/** Stores an output (atomically: written aside, then renamed) and removes older versions of the same file. Never throws. */
-export async function writeCached(entry: { file: string; prefix: string }, code: string): Promise<void> {
+/**
+ * Stores an output (atomically: written aside, then renamed), then removes the older versions
+ * of the same file and the entries older than `MAX_AGE_MS`. Never throws.
+ */
+export async function writeCached(entry: { file: string; prefix: string }, code: string, now = Date.now()): Promise<void> {
   const dir = path.dirname(entry.file);
   const aside = `${entry.file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   try {
     await writeFile(aside, code, { mode: 0o600, flag: 'wx' });
     await rename(aside, entry.file);
-    const name = path.basename(entry.file);
-    const older = (await readdir(dir)).filter((f) => f.startsWith(entry.prefix) && f.endsWith('.mjs') && f !== name);
-    await Promise.all(older.map((f) => unlink(path.join(dir, f)).catch(() => undefined)));
   } catch {
     await unlink(aside).catch(() => undefined);
+    return;
   }
+  const name = path.basename(entry.file);
+  const stale = async (f: string): Promise<boolean> => {
+    if (f === name || !f.endsWith('.mjs')) return false;
+    if (f.startsWith(entry.prefix)) return true;
+    return now - (await stat(path.join(dir, f))).mtimeMs > MAX_AGE_MS;
+  };
+  const files = await readdir(dir).catch(() => []);
+  await Promise.all(files.map(async (f) => ((await stale(f).catch(() => false)) ? unlink(path.join(dir, f)).catch(() => undefined) : undefined)));
 }

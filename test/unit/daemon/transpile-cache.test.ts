@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import test from 'ava';
-import { cacheEntry, prepareTranspileCache, readCached, transpileCacheDir, writeCached } from '../../../daemon/transpile-cache.js';
+import { cacheEntry, MAX_AGE_MS, prepareTranspileCache, readCached, transpileCacheDir, writeCached } from '../../../daemon/transpile-cache.js';
 
 /** A private folder of this test's own (os.tmpdir() is writable by everyone: refused as a parent). */
 function home(t: { teardown(fn: () => void): void }): string {
@@ -56,4 +56,17 @@ test('entries: keyed by path, source and transform; private; one version per fil
   t.is(await readCached(v1), undefined, 'the older version of the same file is gone');
   t.is(await readCached(other), 'out b', 'other files stay');
   t.deepEqual(fs.readdirSync(dir).sort(), [path.basename(v2.file), path.basename(other.file)].sort());
+});
+
+test('entries not written for MAX_AGE_MS go at the next write (plugin folders that went away)', async (t) => {
+  const dir = prepareTranspileCache({ XDG_CACHE_HOME: home(t) }).dir!;
+  const gone = cacheEntry(dir, '/tmp/x/gone.ts', 'old', 'esbuild 1');
+  const kept = cacheEntry(dir, '/plugins/kept.ts', 'recent', 'esbuild 1');
+  await writeCached(gone, 'out');
+  await writeCached(kept, 'out');
+  const old = (Date.now() - MAX_AGE_MS - 60_000) / 1000;
+  fs.utimesSync(gone.file, old, old);
+  await writeCached(cacheEntry(dir, '/plugins/new.ts', 'new', 'esbuild 1'), 'out');
+  t.false(fs.existsSync(gone.file));
+  t.true(fs.existsSync(kept.file));
 });
