@@ -6,7 +6,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { Connection, DAEMON_DISCOVERY_KEY, PostageError, type ConnectionOptions, type ControlEvent, type DaemonStatus, type GenericApplication, type Logger } from 'postage';
 import { reachesWholeProcess, readSigningKeys } from 'postage/internal';
 import type { DaemonConfig } from './config.js';
@@ -20,6 +19,7 @@ import { ObservabilityServer } from './observability-server.js';
 import { readiness } from './readiness.js';
 import { checkPlugin } from './plugin-check.js';
 import { isPluginFile } from './plugin-loader.js';
+import { installPluginResolution } from './plugin-resolution.js';
 import { PluginWatcher } from './plugin-watcher.js';
 import type { CarriedMetric } from './metrics-carry.js';
 import type { RestartState } from './restart-state.js';
@@ -35,19 +35,31 @@ export interface DaemonOptions {
   version: string;
   /** Called once: exit with a code, or re-exec with the state for the next generation. */
   finish: (outcome: Outcome) => void;
+  /** The private folder of transpiled `.ts` plugins (transpile-cache.ts), if there is one. */
+  transpileCacheDir?: string;
   /** Called when the daemon enters a phase (systemd's readiness protocol listens here). */
   onPhase?: (phase: Phase, detail: string) => void;
 }
 
 export type Phase = 'starting' | 'running' | 'restarting' | 'stopping';
 
-interface PidUsage {
-  cpu: number;
-  memory: number;
+/**
+ * CPU (percent of one core) since the last call, and memory (RSS bytes), of this process, as
+ * `status` shows them. The first call gives the average since the process started.
+ */
+class Usage {
+  #last = { at: performance.timeOrigin, cpu: 0 };
+
+  now(): { cpu: number; memory: number } {
+    const at = performance.timeOrigin + performance.now();
+    const { user, system } = process.cpuUsage();
+    const cpu = (user + system) / 1000; // ms
+    const wall = at - this.#last.at;
+    const percent = wall > 0 ? Math.round(((cpu - this.#last.cpu) / wall) * 10000) / 100 : 0;
+    this.#last = { at, cpu };
+    return { cpu: percent, memory: process.memoryUsage.rss() };
+  }
 }
-const pidusageOf = createRequire(import.meta.url)('pidusage') as (pid: number, options: { maxage: number }) => Promise<PidUsage>;
-/** CPU percent is measured between two calls; the history is kept an hour (pidusage's default is a minute). */
-const pidusage = (pid: number): Promise<PidUsage> => pidusageOf(pid, { maxage: 3600_000 });
 
 /**
  * Why the daemon cannot start when its own application failed. Queues that exist with other
@@ -109,6 +121,7 @@ export class Daemon {
   /** Prometheus metrics and probes, when `metrics.listen` is set. */
   private readonly metrics: DaemonMetrics | undefined;
   private readonly server: ObservabilityServer | undefined;
+  private readonly usage = new Usage();
 
   constructor(private readonly options: DaemonOptions) {
     const { config, logger } = options;
@@ -172,7 +185,8 @@ export class Daemon {
     await this.openListener();
     this.watchdog.start();
     // The watcher starts before anything is read, so that a file added or changed while the
-    // generation starts is not missed; its events wait until the generation runs.
+    // generation starts is not missed; its events wait until the generation runs. It scans
+    // the folder while the broker connection opens.
     if (config.watch) {
       this.watcher = new PluginWatcher(this.pluginDir, {
         debounce: config.watchDebounce,
@@ -181,9 +195,8 @@ export class Daemon {
         onRemove: (file) => this.folderEvent(() => this.onRemove(file)),
         onError: (err) => this.log.warn('plugin folder watcher error', { reason: err.message }),
       });
-      await this.watcher.start();
     }
-    await this.connection.ready();
+    await Promise.all([this.watcher?.start(), this.connection.ready()]);
     const metrics = this.metrics;
     const observer: HostObserver | undefined = metrics && { starting: (app) => metrics.track(app), failed: (name) => metrics.loadFailed(name) };
     const host = new Host({
@@ -210,6 +223,11 @@ export class Daemon {
     });
     const started = await host.run(own, null);
     if (started.state === 'failed') throw ownStartError(config.name, started);
+    // The module hooks (`postage` for plugins, `.ts` transpiling) are installed only now: their
+    // loader thread takes 40-250 ms to start, and blocks this one meanwhile. What already waits
+    // for the daemon's own application (a `status` sent with the restart) is answered first.
+    await this.settle(own);
+    installPluginResolution(this.options.transpileCacheDir);
     const files = fs
       .readdirSync(this.pluginDir)
       .filter(isPluginFile)
@@ -221,8 +239,8 @@ export class Daemon {
     for (const { file, until } of host.quarantined()) this.later(until - Date.now(), () => this.endQuarantine(file));
     const pending = this.pendingEvents.splice(0);
     for (const event of pending) await event();
-    // The first measure sets pidusage's baseline: the first `status` then shows CPU since start.
-    void pidusage(process.pid).catch(() => undefined);
+    // The first measure sets the baseline: the first `status` then shows CPU since start.
+    this.usage.now();
     const apps = host.status();
     this.options.onPhase?.('running', `generation ${state.generation}: ${apps.map((a) => `${a.name} ${a.state}`).join(', ')}`);
     this.log.info('postaged ready', {
@@ -234,6 +252,16 @@ export class Daemon {
       startMs: Math.round(performance.now() - t0),
       uptimeMs: Math.round(process.uptime() * 1000),
     });
+  }
+
+  /**
+   * Lets `app` handle what the broker delivered to it as it started consuming: one turn of the
+   * event loop (deliveries already read), then until nothing is in flight, at most 100 ms.
+   */
+  private async settle(app: GenericApplication): Promise<void> {
+    const until = performance.now() + 100;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (app.inFlightCount > 0 && performance.now() < until) await new Promise<void>((resolve) => setTimeout(resolve, 1));
   }
 
   /**
@@ -351,7 +379,7 @@ export class Daemon {
     if (running.length > 0) {
       // ES modules cannot be unloaded: new code for a running plugin means a new process image,
       // but only if the new code loads: a broken file must not replace a working generation.
-      const checks = await Promise.all(running.map(async (f) => ({ file: f, check: await checkPlugin(f, this.options.config.startTimeout, this.options.config.strictModes) })));
+      const checks = await Promise.all(running.map(async (f) => ({ file: f, check: await checkPlugin(f, this.options.config.startTimeout, this.options.config.strictModes, this.options.transpileCacheDir) })));
       const broken = checks.filter((c) => !c.check.ok);
       for (const { file, check } of broken) {
         host.setPending(file, `its file changed, but the new version does not load (${check.ok ? '' : check.reason}); this one keeps running`);
@@ -466,12 +494,7 @@ export class Daemon {
   /** The value of RPC `status`. */
   async status(): Promise<DaemonStatus> {
     const { config, state, version } = this.options;
-    let usage: PidUsage;
-    try {
-      usage = await pidusage(process.pid);
-    } catch {
-      usage = { cpu: 0, memory: process.memoryUsage.rss() };
-    }
+    const usage = this.usage.now();
     return {
       name: config.name,
       pid: process.pid,

@@ -33,7 +33,7 @@ interface AppRecord {
   pending?: string;
 }
 
-/** A logger that can make children (winston's). */
+/** A logger that can make children (daemon/logger.ts). */
 export interface RootLogger extends Logger {
   child(meta: Record<string, unknown>): Logger;
 }

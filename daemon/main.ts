@@ -16,10 +16,10 @@ import { ConfigError, loadConfig, redactConfig, secretsOf, type LoadedConfig } f
 import { exposedSecretFile } from './secrets.js';
 import { Daemon, type Outcome } from './daemon.js';
 import { createLogger, flushLogs } from './logger.js';
-import { installPluginResolution } from './plugin-resolution.js';
 import { checkExecMechanism, execMechanism, reExec } from './re-exec.js';
 import { RestartState, STATE_ENV } from './restart-state.js';
 import { SystemdNotifier } from './sd-notify.js';
+import { prepareTranspileCache } from './transpile-cache.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -170,8 +170,9 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
     })();
   };
 
-  installPluginResolution();
-  daemon = new Daemon({ config, logger, state, version: version(), finish, ...(notifier ? { onPhase: (phase, detail) => notifier.phase(phase, detail) } : {}) });
+  const transpileCache = prepareTranspileCache(env);
+  if (transpileCache.problem) log.warn('transpiled .ts plugins are not cached: each generation transpiles them again', { reason: transpileCache.problem });
+  daemon = new Daemon({ config, logger, state, version: version(), finish, ...(transpileCache.dir ? { transpileCacheDir: transpileCache.dir } : {}), ...(notifier ? { onPhase: (phase, detail) => notifier.phase(phase, detail) } : {}) });
   log.info('postaged starting', {
     version: version(),
     generation: state.generation,

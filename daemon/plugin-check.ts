@@ -7,7 +7,7 @@
  * loads there does the daemon restart. The child runs the plugin's top-level code once, then
  * exits; it opens no broker connection of its own.
  *
- * Run as a script (`node plugin-check.js FILE TIMEOUT_MS`), it prints one JSON line:
+ * Run as a script (`node plugin-check.js FILE TIMEOUT_MS STRICT_MODES [CACHE_DIR]`), it prints one JSON line:
  * `{"ok":true,"name":…}` or `{"ok":false,"reason":…}`.
  */
 import { execFile } from 'node:child_process';
@@ -17,10 +17,13 @@ export type PluginCheck = { ok: true; name: string } | { ok: false; reason: stri
 
 const SCRIPT = fileURLToPath(import.meta.url);
 
-/** Imports `file` in a child process; never throws. */
-export function checkPlugin(file: string, timeoutMs: number, strictModes: boolean): Promise<PluginCheck> {
+/**
+ * Imports `file` in a child process; never throws. `cacheDir`: the daemon's cache of
+ * transpiled `.ts` files, which the check fills for the next generation.
+ */
+export function checkPlugin(file: string, timeoutMs: number, strictModes: boolean, cacheDir?: string): Promise<PluginCheck> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [SCRIPT, file, String(timeoutMs), String(strictModes)], { timeout: timeoutMs + 5000, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [SCRIPT, file, String(timeoutMs), String(strictModes), ...(cacheDir ? [cacheDir] : [])], { timeout: timeoutMs + 5000, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
       const line = stdout.trim().split('\n').at(-1) ?? '';
       try {
         const result = JSON.parse(line) as PluginCheck;
@@ -34,14 +37,14 @@ export function checkPlugin(file: string, timeoutMs: number, strictModes: boolea
   });
 }
 
-async function run(file: string, timeoutMs: number, strictModes: boolean): Promise<void> {
+async function run(file: string, timeoutMs: number, strictModes: boolean, cacheDir: string | undefined): Promise<void> {
   const { installPluginResolution } = await import('./plugin-resolution.js');
   const { loadPlugin } = await import('./plugin-loader.js');
-  installPluginResolution();
+  installPluginResolution(cacheDir);
   const loaded = await loadPlugin(file, { timeout: timeoutMs, strictModes });
   process.stdout.write(`${JSON.stringify(loaded.ok ? { ok: true, name: loaded.name } : { ok: false, reason: loaded.reason })}\n`);
   // The plugin may have left timers or sockets behind: its top-level code ran, nothing more is needed.
   process.exit(0);
 }
 
-if (process.argv[1] === SCRIPT) await run(process.argv[2] ?? '', Number(process.argv[3] ?? 10_000), process.argv[4] !== 'false');
+if (process.argv[1] === SCRIPT) await run(process.argv[2] ?? '', Number(process.argv[3] ?? 10_000), process.argv[4] !== 'false', process.argv[5]);

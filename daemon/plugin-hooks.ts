@@ -19,12 +19,20 @@
  * esbuild's worker thread (ESBUILD_WORKER_THREADS=0, read once when esbuild is imported):
  * each transform is one short-lived child that Node waits for and reaps before the call
  * returns, so no esbuild process exists between imports, and none when the daemon execs.
- * It costs one esbuild start per .ts file loaded (about 10 ms here).
+ * It costs one esbuild start per .ts file transpiled (10–30 ms here), so the output is kept in
+ * a private, content-keyed cache (transpile-cache.ts): a restart finds every unchanged file
+ * there, and neither loads nor starts esbuild.
  */
+import { createRequire } from 'node:module';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { cacheEntry, readCached, writeCached } from './transpile-cache.js';
 
-interface HookData {
+export interface HookData {
   /** URL of the daemon's `dist/lib/index.js`. */
   postageUrl: string;
+  /** The private folder of transpiled `.ts` files (transpile-cache.ts); none: no cache. */
+  cacheDir?: string;
 }
 
 type Next<A, R> = (a: A, context: Record<string, unknown>) => Promise<R>;
@@ -40,9 +48,26 @@ interface LoadResult {
 }
 
 let postageUrl = '';
+let cacheDir: string | undefined;
+
+/** esbuild's options: TypeScript to ESM, standard decorators lowered for Node 20. */
+const TRANSFORM_OPTIONS = {
+  loader: 'ts',
+  format: 'esm',
+  target: 'es2022',
+  sourcemap: 'inline',
+  // Standard (TC39) decorators, as the library's own code uses; class fields as in tsc.
+  tsconfigRaw: { compilerOptions: { experimentalDecorators: false, useDefineForClassFields: true } },
+} as const;
+
+/** What, besides the source, makes esbuild's output: its version and the options. */
+let transformKey = '';
 
 export function initialize(data: HookData): void {
   postageUrl = data.postageUrl;
+  cacheDir = data.cacheDir;
+  const { version } = createRequire(import.meta.url)('esbuild/package.json') as { version: string };
+  transformKey = JSON.stringify({ esbuild: version, ...TRANSFORM_OPTIONS });
 }
 
 export async function resolve(specifier: string, context: Record<string, unknown>, next: Next<string, ResolveResult>): Promise<ResolveResult> {
@@ -76,19 +101,13 @@ export async function load(url: string, context: Record<string, unknown>, next: 
   if (!url.startsWith('file:')) return next(url, context);
   const file = new URL(url);
   if (!TS_FILE.test(file.pathname)) return next(url, context);
-  const { readFile } = await import('node:fs/promises');
-  const { fileURLToPath } = await import('node:url');
-  const transform = await esbuildTransform();
   const path = fileURLToPath(file);
   const source = await readFile(file, 'utf8');
-  const out = transform(source, {
-    loader: 'ts',
-    format: 'esm',
-    target: 'es2022',
-    sourcefile: path,
-    sourcemap: 'inline',
-    // Standard (TC39) decorators, as the library's own code uses; class fields as in tsc.
-    tsconfigRaw: { compilerOptions: { experimentalDecorators: false, useDefineForClassFields: true } },
-  });
-  return { format: 'module', source: out.code, shortCircuit: true };
+  const entry = cacheDir ? cacheEntry(cacheDir, path, source, transformKey) : undefined;
+  const cached = entry ? await readCached(entry) : undefined;
+  if (cached !== undefined) return { format: 'module', source: cached, shortCircuit: true };
+  const transform = await esbuildTransform();
+  const { code } = transform(source, { ...TRANSFORM_OPTIONS, sourcefile: path });
+  if (entry) await writeCached(entry, code);
+  return { format: 'module', source: code, shortCircuit: true };
 }

@@ -4,6 +4,7 @@
  */
 import Module, { register } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import type { HookData } from './plugin-hooks.js';
 
 let installed: string | undefined;
 
@@ -13,11 +14,15 @@ export function postageUrl(): string {
   return import.meta.resolve('postage');
 }
 
-/** Installs the hooks; returns the URL `postage` resolves to. Idempotent. */
-export function installPluginResolution(): string {
+/**
+ * Installs the hooks; returns the URL `postage` resolves to. Idempotent. `cacheDir`: the
+ * private folder of transpiled `.ts` files (transpile-cache.ts), if there is one.
+ */
+export function installPluginResolution(cacheDir?: string): string {
   if (installed) return installed;
   const url = postageUrl();
-  register(new URL('./plugin-hooks.js', import.meta.url), { data: { postageUrl: url } });
+  const data: HookData = { postageUrl: url, ...(cacheDir ? { cacheDir } : {}) };
+  register(new URL('./plugin-hooks.js', import.meta.url), { data });
   // `require('postage')` from a .cjs plugin does not go through the ESM hooks on Node 20:
   // the CommonJS resolver is taught the same mapping. Node >= 20.19 can require() the ESM
   // library, and hands back the same module instance as `import`.

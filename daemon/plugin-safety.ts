@@ -41,7 +41,7 @@ function privateGroup(st: fs.Stats): boolean {
 }
 
 /** Why `st` (of `what`) can be written by someone other than the daemon's user or root, if it can. */
-function writableByOthers(what: string, st: fs.Stats, uid: number): string | undefined {
+export function writableByOthers(what: string, st: fs.Stats, uid: number): string | undefined {
   if (st.uid !== uid && st.uid !== 0) return `${what} is owned by uid ${st.uid}, neither the daemon's user (uid ${uid}) nor root`;
   if (st.mode & 0o002) return `${what} is writable by every user (mode ${octal(st.mode)})`;
   if (st.mode & 0o020 && !privateGroup(st)) return `${what} is writable by its group (gid ${st.gid}, mode ${octal(st.mode)})`;

@@ -5,7 +5,7 @@
  * What each event means is decided by the daemon (daemon/daemon.ts).
  */
 import path from 'node:path';
-import { watch, type FSWatcher } from 'chokidar';
+import type { FSWatcher } from 'chokidar';
 import { isPluginFile } from './plugin-loader.js';
 
 export interface PluginWatcherOptions {
@@ -30,7 +30,10 @@ export class PluginWatcher {
   }
 
   /** Starts watching; resolves once chokidar has scanned the folder. */
-  start(): Promise<void> {
+  async start(): Promise<void> {
+    // Loaded here, not with the daemon: a new generation's first answers do not wait for it.
+    const { watch } = await import('chokidar');
+    if (this.closed) return;
     const watcher = watch(this.dir, {
       ignoreInitial: true,
       depth: 0,

@@ -61,9 +61,9 @@ export interface DaemonStatus {
   lastRestartReason: string | null;
   /** ISO time the first generation started. */
   startedAt: string;
-  /** CPU percent (pidusage). */
+  /** CPU percent of one core since the previous `status` (the first: since the process started). */
   cpu: number;
-  /** Resident set size in bytes (pidusage). */
+  /** Resident set size in bytes. */
   memory: number;
   pluginDir: string;
   /** Since postaged 0.2. */

@@ -13,8 +13,8 @@ brokerTest('three restarts with a .ts plugin leave no child behind: no zombie, n
   const { url, connection } = await freshVhost(t, 'postaged-children');
   const dir = pluginFolder(t, ['echo-ts.ts', '_helper.ts', 'echo-mjs.mjs']);
   const daemon = await startDaemon(t, { url, args: ['--plugins', dir, '--host', 'children-host'] });
-  // pidusage runs `getconf` through a shell once per generation: short-lived children come and
-  // go (and are reaped). A child that the previous image left behind never goes: wait for none.
+  // Short-lived children may come and go (and are reaped). A child that the previous image left
+  // behind never goes: wait for none.
   const noChildren = async (when: string): Promise<void> => {
     const none = await waitFor('no child process', () => childrenOf(daemon.pid).length === 0, 10_000).then(() => true, () => false);
     t.true(none, `${when}: children left: ${JSON.stringify(childrenOf(daemon.pid))}`);

@@ -145,3 +145,47 @@ brokerTest('changed plugin files restart the daemon once (debounced); a removed 
   const echo = await rpc(t, connection, 'echo-mjs/rr', 'echo', { text: 'b' });
   t.true(echo.ok, 'the other plugin still answers');
 });
+
+brokerTest('.ts plugins are transpiled once: a restart reads the private cache, keyed by the source; a changed file is transpiled afresh', async (t) => {
+  const { url, connection } = await freshVhost(t, 'postaged-transpile-cache');
+  const dir = pluginFolder(t, ['echo-ts.ts', '_helper.ts']);
+  const cacheHome = path.join(path.dirname(dir), 'cache');
+  fs.mkdirSync(cacheHome, { mode: 0o700 });
+  const cache = path.join(cacheHome, 'postaged', 'transpiled');
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir], env: { XDG_CACHE_HOME: cacheHome, CACHE_DIRECTORY: undefined, POSTAGED_WATCH: 'false' } });
+  t.deepEqual(daemon.find((l) => /not cached/.test(l.message)), []);
+  t.is(fs.statSync(cache).mode & 0o777, 0o700);
+  const entries = fs.readdirSync(cache);
+  t.is(entries.length, 2, 'one entry for the plugin, one for its relative .ts import');
+  for (const e of entries) t.is(fs.statSync(path.join(cache, e)).mode & 0o777, 0o600, e);
+
+  // What runs after a restart is the cached output: marked here (as the daemon's user) to tell it from a transpile.
+  const entry = entries.map((e) => path.join(cache, e)).find((f) => fs.readFileSync(f, 'utf8').includes("from: \"echo-ts\""))!;
+  fs.writeFileSync(entry, fs.readFileSync(entry, 'utf8').replace("from: \"echo-ts\"", "from: \"echo-ts (cached)\""));
+  await controlProducer(connection).sendCommand('restart', {}, { _key: 'postaged' });
+  await daemon.waitForLine('postaged ready', { count: 2, timeout: 20_000 });
+  t.deepEqual((await rpc(t, connection, 'echo-ts/rr', 'echo', { text: 'a' })).value, { text: 'A!', from: 'echo-ts (cached)' });
+
+  // A changed source is another key: never the old entry, which goes.
+  fs.appendFileSync(path.join(dir, 'echo-ts.ts'), '\n// changed\n');
+  await controlProducer(connection).sendCommand('restart', {}, { _key: 'postaged' });
+  await daemon.waitForLine('postaged ready', { count: 3, timeout: 20_000 });
+  t.deepEqual((await rpc(t, connection, 'echo-ts/rr', 'echo', { text: 'b' })).value, { text: 'B!', from: 'echo-ts' });
+  t.false(fs.existsSync(entry), 'the older version of the file is removed');
+  t.is(fs.readdirSync(cache).length, 2);
+});
+
+brokerTest('twelve plugins on the one connection, hot-loaded and restarted: nothing on stderr (no MaxListenersExceededWarning)', async (t) => {
+  const { url, connection } = await freshVhost(t, 'postaged-many');
+  const dir = pluginFolder(t, []);
+  const plugin = "import { GenericApplication } from 'postage';\nexport default class P extends GenericApplication {}\n";
+  for (let i = 1; i <= 11; i++) fs.writeFileSync(path.join(dir, `many${i}.mjs`), plugin);
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir] });
+  fs.writeFileSync(path.join(dir, '.many12.tmp'), plugin);
+  fs.renameSync(path.join(dir, '.many12.tmp'), path.join(dir, 'many12.mjs'));
+  await daemon.waitForLine((l) => l.message === 'application started' && l.app === 'many12');
+  await controlProducer(connection).sendCommand('restart', {}, { _key: 'postaged' });
+  await daemon.waitForLine('postaged ready', { count: 2, timeout: 20_000 });
+  t.is((await status(t, connection)).applications.filter((a) => a.state === 'running').length, 13);
+  t.is(daemon.stderr, '');
+});
