@@ -16,7 +16,7 @@ import type { ReplyFunc } from './handler.js';
 import { buildHandlerTable } from './handler-table.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import { RpcMemory } from './rpc-memory.js';
-import { Settlement, type DeadLetterTarget } from './settlement.js';
+import { DELIVERIES_HEADER, deliveriesOf, Settlement, type DeadLetterTarget } from './settlement.js';
 import { traceLogger } from './trace-logger.js';
 
 export type { DeadLetterTarget } from './settlement.js';
@@ -46,6 +46,22 @@ export interface ProcessorOptions {
   maxAttempts?: number;
   /** Delay before each retry, in ms: doubles from `initial` up to `max`. Defaults: 100 and 5000. */
   retryDelay?: { initial?: number; max?: number };
+  /**
+   * Deliveries a message may have had without an ack before it is no longer dispatched. A
+   * message whose handling kills the process (a blocked event loop killed by a watchdog, an
+   * OOM kill, a crash in a native addon) is never acked, so the broker delivers it again to
+   * the next process, which dies too; `maxAttempts` cannot see that, as nothing survives the
+   * kill. Quorum queues count those deliveries (`x-delivery-count`): at `maxDeliveries` the
+   * message is dead-lettered before any handler runs (reason `redelivered`, the count in
+   * `x-postage-deliveries`) and counted in `invalid['redelivered']`. Classic queues count
+   * nothing: there it never applies.
+   *
+   * A restart, a reconnection or an expired drain gives every unacked message one delivery
+   * more; so does each crash to the messages prefetched with the one that caused it. The
+   * default leaves room for many of those: 20 deliveries without an ack means a crash loop,
+   * not bad luck. Default: 20; 0: off.
+   */
+  maxDeliveries?: number;
   /**
    * Milliseconds an RPC's answer is remembered by the request's `message_id`: a request sent
    * again (its caller timed out and re-sent it) is answered again without running the handler
@@ -91,8 +107,12 @@ export interface ProcessorStats {
   timedOut: number;
   /** RPC requests answered again from memory (re-sent by their caller). */
   duplicates: number;
-  /** Messages refused before any handler, per reason (`decode`, `too-large`, `too-deep`, `malformed`). */
-  invalid: Partial<Record<InvalidReason, number>>;
+  /**
+   * Messages refused before any handler, per reason: bodies that are not valid (`decode`,
+   * `too-large`, `too-deep`, `malformed`), and messages delivered `maxDeliveries` times
+   * without an ack (`redelivered`).
+   */
+  invalid: Partial<Record<InvalidReason | 'redelivered', number>>;
   /**
    * Refused because of the security options, per reason: control commands with signing on
    * (`unsigned`, `bad-signature`, `stale`, `replayed`), RPC replies with strict replies on
@@ -201,6 +221,7 @@ export class MessageProcessor extends MicroThread {
   protected readonly concurrency: number;
   protected readonly drainTimeout: number;
   protected readonly handlerTimeout: number;
+  protected readonly maxDeliveries: number;
   #lifecycle: 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed' = 'created';
   readonly #dispatcher: Dispatcher;
   readonly #settlement: Settlement;
@@ -234,6 +255,7 @@ export class MessageProcessor extends MicroThread {
     this.concurrency = Math.max(1, options.concurrency ?? 1);
     this.drainTimeout = options.drainTimeout ?? 10_000;
     this.handlerTimeout = options.handlerTimeout ?? 0;
+    this.maxDeliveries = Math.max(0, options.maxDeliveries ?? 20);
     const statics = this.constructor as typeof MessageProcessor;
     this.consumer = new GenericConsumer({
       connection: this.connection,
@@ -395,20 +417,38 @@ export class MessageProcessor extends MicroThread {
 
   async #handle(delivery: Delivery): Promise<void> {
     this.stats.received++;
+    // Before decoding: decoding it may be what killed the processes it went to before.
+    const deliveries = deliveriesOf(delivery);
+    if (this.maxDeliveries > 0 && deliveries >= this.maxDeliveries) {
+      const error = new Error(`delivered ${deliveries} times without an ack (maxDeliveries ${this.maxDeliveries}): the processes handling it may have died of it`);
+      await this.#refuse(delivery, 'redelivered', error, 'refused a message delivered too often without an ack: dead-lettered, not handled', { [DELIVERIES_HEADER]: deliveries });
+      return;
+    }
     const decoded = this.#dispatcher.decode(delivery.message.content);
     if (!decoded.ok) {
-      this.stats.invalid[decoded.reason] = (this.stats.invalid[decoded.reason] ?? 0) + 1;
-      this.#invalidLog.warn(decoded.reason, 'refused a message that is not a valid Postage body', { reason: decoded.reason, error: decoded.error.message, queue: delivery.queue });
-      // A caller waiting for an answer gets one, instead of sending the request again.
-      if (delivery.message.properties.replyTo) await this.#settlement.reply(delivery, new MessageResultError(`malformed request (${decoded.reason}): ${decoded.error.message}`));
-      await this.#settlement.deadLetter(delivery, decoded.reason, decoded.error);
-      this.#settled('invalid', 0, '');
+      await this.#refuse(delivery, decoded.reason, decoded.error, 'refused a message that is not a valid Postage body');
       return;
     }
     const sent = this.#traceContext ? traceOf(delivery) : undefined;
     if (!sent) return this.#handleBody(delivery, decoded.body);
     // The handlers run in a span of the sender's trace: their logs, sends and RPC reply carry it.
     await runHandlerScope(childSpan(sent), this.fingerprint.name, () => this.#handleBody(delivery, decoded.body));
+  }
+
+  /**
+   * A message refused before any handler: counted per reason, logged at most once a second per
+   * reason (a flood of them must not flood the log), answered when a caller waits for an answer
+   * (instead of sending the request again), and dead-lettered with `headers`.
+   */
+  async #refuse(delivery: Delivery, reason: InvalidReason | 'redelivered', error: Error, logLine: string, headers: Record<string, unknown> = {}): Promise<void> {
+    this.stats.invalid[reason] = (this.stats.invalid[reason] ?? 0) + 1;
+    this.#invalidLog.warn(reason, logLine, { reason, error: error.message, queue: delivery.queue });
+    if (delivery.message.properties.replyTo) {
+      const what = reason === 'redelivered' ? 'request refused' : 'malformed request';
+      await this.#settlement.reply(delivery, new MessageResultError(`${what} (${reason}): ${error.message}`));
+    }
+    await this.#settlement.deadLetter(delivery, reason, error, headers);
+    this.#settled('invalid', 0, '');
   }
 
   async #handleBody(delivery: Delivery, body: MessageBody): Promise<void> {

@@ -27,6 +27,16 @@ export interface DeadLetterTarget {
 /** Headers a retried or dead-lettered message carries. */
 export const ATTEMPT_HEADER = 'x-postage-attempt';
 
+/**
+ * Set by quorum queues (RabbitMQ 3.10) when they deliver a message again: the earlier
+ * deliveries that ended without an ack (a nack or reject with requeue, or the channel or
+ * connection closed first, as when the process was killed). Classic queues set nothing.
+ */
+export const DELIVERY_COUNT_HEADER = 'x-delivery-count';
+
+/** On a message dead-lettered for `maxDeliveries`: the broker's count of earlier deliveries. */
+export const DELIVERIES_HEADER = 'x-postage-deliveries';
+
 /** Counters settlement keeps (part of the processor's stats). @internal */
 export interface SettlementStats {
   deadLettered: number;
@@ -57,6 +67,18 @@ export interface SettlementOptions {
 export function attemptOf(delivery: Delivery): number {
   const n = Number((delivery.message.properties.headers as Record<string, unknown> | undefined)?.[ATTEMPT_HEADER]);
   return Number.isInteger(n) && n >= 1 ? n : 1;
+}
+
+/**
+ * Earlier deliveries of this message that ended without an ack, as its quorum queue counted
+ * them; 0 for a first delivery, and on a classic queue. Read on a redelivery only: on a first
+ * delivery the header is whatever the publisher wrote (a copy replayed from a dead-letter
+ * queue keeps the count it had), and the broker overwrites it only when it delivers again.
+ */
+export function deliveriesOf(delivery: Delivery): number {
+  if (!delivery.message.fields.redelivered) return 0;
+  const n = Number((delivery.message.properties.headers as Record<string, unknown> | undefined)?.[DELIVERY_COUNT_HEADER]);
+  return Number.isInteger(n) && n > 0 ? n : 0;
 }
 
 /** @internal */
@@ -165,9 +187,9 @@ export class Settlement {
    * Sends a failed message to the dead-letter target with its reason, then acks it; with no
    * target, rejects it without requeue (the queue's own dead-letter exchange, if any, takes it).
    * The publish is `mandatory`: a dead-letter queue deleted under us is declared again and the
-   * message sent again, instead of vanishing.
+   * message sent again, instead of vanishing. `extra` headers say more about the reason.
    */
-  async deadLetter(delivery: Delivery, reason: string, error: unknown): Promise<void> {
+  async deadLetter(delivery: Delivery, reason: string, error: unknown, extra: Record<string, unknown> = {}): Promise<void> {
     const target = this.options.deadLetter;
     if (!target) {
       delivery.reject(false);
@@ -182,6 +204,7 @@ export class Settlement {
       'x-postage-app': this.options.fingerprint.name,
       'x-postage-redelivered': delivery.message.fields.redelivered,
       [ATTEMPT_HEADER]: attemptOf(delivery),
+      ...extra,
     };
     const publisher = this.options.connection.publisher;
     try {
@@ -214,9 +237,15 @@ function describe(error: unknown): string {
   return String((error as Error)?.message ?? error).slice(0, 1000);
 }
 
+/**
+ * The properties of a copy we publish (a retry, a dead letter). Without the broker's delivery
+ * count: that was the original's; on a classic queue, which never overwrites it, the copy
+ * would carry it for good and could be refused by `maxDeliveries` at its first redelivery.
+ */
 function copyProps(props: Delivery['message']['properties'], headers: Record<string, unknown>): Options.Publish {
+  const { [DELIVERY_COUNT_HEADER]: _count, ...own } = headers;
   return {
-    headers,
+    headers: own,
     persistent: true,
     ...(props.contentType === undefined ? {} : { contentType: props.contentType as string }),
     ...(props.messageId === undefined ? {} : { messageId: props.messageId as string }),
