@@ -36,6 +36,12 @@ export function isName(value: unknown): boolean {
 /** Node fires a timer set above 2^31 - 1 ms after 1 ms instead: the largest usable delay. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** A bound that 0 turns off (`maxDeliveries`). */
+function isLimit(x: unknown): boolean {
+  return Number.isSafeInteger(x) && (x as number) >= 0;
+}
+const LIMIT_RULE = 'must be a whole number from 0 (off)';
+
 /** AMQP's prefetch count is a 16-bit field. */
 export const MAX_PREFETCH = 65535;
 
@@ -61,6 +67,12 @@ const formats = {
   'postaged-positive-int': {
     validate(x: unknown) {
       assert(Number.isInteger(x) && (x as number) > 0, 'must be a whole number greater than 0');
+    },
+    coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
+  },
+  'postaged-limit': {
+    validate(x: unknown) {
+      assert(isLimit(x), LIMIT_RULE);
     },
     coerce: (s: string): unknown => (/^\s*\d+\s*$/.test(s) ? Number(s) : s),
   },
@@ -151,7 +163,7 @@ function describe(value: unknown): string {
   return s.length > 120 ? `${s.slice(0, 117)}...` : s;
 }
 
-const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency', 'handlerTimeout', 'maxAttempts', 'topology']);
+const APP_KEYS = new Set(['enabled', 'groups', 'settings', 'prefetch', 'concurrency', 'handlerTimeout', 'maxAttempts', 'maxDeliveries', 'topology']);
 const TOPOLOGY_KEYS = new Set(['mode', 'sharedQueueExpires', 'uniqueQueueExpires', 'quorum']);
 
 /** Checks `apps.<name>.topology`: the keys of `topology`, with their formats. */
@@ -186,6 +198,7 @@ export function validateApps(apps: Record<string, unknown>): void {
       if (k === 'settings' && (v === null || typeof v !== 'object' || Array.isArray(v))) bad('must be an object');
       if (k === 'prefetch' && !(Number.isInteger(v) && (v as number) >= 1 && (v as number) <= MAX_PREFETCH)) bad(`must be a whole number from 1 to ${MAX_PREFETCH}`);
       if ((k === 'concurrency' || k === 'maxAttempts') && !(Number.isInteger(v) && (v as number) > 0)) bad('must be a whole number greater than 0');
+      if (k === 'maxDeliveries' && !isLimit(v)) bad(LIMIT_RULE);
       if (k === 'handlerTimeout' && !(Number.isInteger(v) && (v as number) >= 0 && (v as number) <= MAX_TIMER_MS)) bad(`must be a whole number of milliseconds from 0 to ${MAX_TIMER_MS}`);
       if (k === 'topology') validateAppTopology(key, v);
     }

@@ -32,6 +32,8 @@ export interface AppConfig {
   handlerTimeout?: number;
   /** Overrides `defaults.maxAttempts` for this application. */
   maxAttempts?: number;
+  /** Overrides `defaults.maxDeliveries` for this application. */
+  maxDeliveries?: number;
   /**
    * Overrides keys of `topology` for this application: e.g. `{ "mode": "postage" }` for the
    * one name a fleet shares with Python Postage applications, the others staying durable.
@@ -69,7 +71,7 @@ export interface DaemonConfig {
   watchdog: { loopLagWarn: number; maxRss: number; interval: number };
   metrics: { listen: string };
   tracing: { enabled: boolean };
-  defaults: { prefetch: number; concurrency: number; handlerTimeout: number; maxAttempts: number };
+  defaults: { prefetch: number; concurrency: number; handlerTimeout: number; maxAttempts: number; maxDeliveries: number };
   topology: { mode: 'durable' | 'postage'; sharedQueueExpires: number; uniqueQueueExpires: number; quorum: boolean };
   apps: Record<string, AppConfig>;
 }
@@ -385,6 +387,12 @@ export const schema = {
       default: 5,
       env: 'POSTAGED_MAX_ATTEMPTS',
     },
+    maxDeliveries: {
+      doc: "Deliveries a message may have had without an ack before it is dead-lettered unhandled (reason `redelivered`, counted in status `invalid`): the bound on a message that kills every process it reaches (a plugin blocking the event loop until the watchdog kills the daemon, an OOM kill, a crash in a native addon), which maxAttempts cannot see. Counted by the broker (`x-delivery-count`), so only on quorum queues (`topology.quorum`); classic queues count nothing. Each restart, reconnection or expired drain adds one to every unacked message, so keep it well above what those produce. 0: off.",
+      format: 'postaged-limit',
+      default: 20,
+      env: 'POSTAGED_MAX_DELIVERIES',
+    },
   },
   topology: {
     mode: {
@@ -413,7 +421,7 @@ export const schema = {
     },
   },
   apps: {
-    doc: 'Per-application options by application name: `{ "<name>": { "enabled", "groups", "settings", "prefetch", "concurrency", "handlerTimeout", "maxAttempts", "topology" } }`; `topology` takes the keys of `topology` (e.g. `{ "mode": "postage" }`) for that application only.',
+    doc: 'Per-application options by application name: `{ "<name>": { "enabled", "groups", "settings", "prefetch", "concurrency", "handlerTimeout", "maxAttempts", "maxDeliveries", "topology" } }`; `topology` takes the keys of `topology` (e.g. `{ "mode": "postage" }`) for that application only.',
     format: Object,
     default: {} as Record<string, AppConfig>,
   },

@@ -118,6 +118,7 @@ export class Host {
       concurrency: appConfig.concurrency ?? config.defaults.concurrency,
       handlerTimeout: appConfig.handlerTimeout ?? config.defaults.handlerTimeout,
       maxAttempts: appConfig.maxAttempts ?? config.defaults.maxAttempts,
+      maxDeliveries: appConfig.maxDeliveries ?? config.defaults.maxDeliveries,
       strictReplies: config.security.strictReplies,
       traceContext: config.tracing.enabled,
       drainTimeout: config.drainTimeout,

@@ -17,6 +17,7 @@ const FORMAT_NAMES: Record<string, string> = {
   'postaged-positive-int': 'integer > 0',
   'postaged-positive-ms': 'milliseconds (integer from 1 to 2147483647)',
   'postaged-mib': 'MiB (integer from 0 to 1048576)',
+  'postaged-limit': 'integer ≥ 0 (0: off)',
   'postaged-prefetch': 'integer from 1 to 65535',
   'postaged-port': 'port (1–65535)',
   'postaged-bool': 'boolean (`true`/`false`; env and flags also take `1`/`0`, `yes`/`no`, `on`/`off`)',

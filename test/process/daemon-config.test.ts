@@ -49,6 +49,8 @@ const cases: Array<{ title: string; args?: (t: ExecutionContext) => string[]; en
   { title: 'missing config file', args: () => ['--config', '/nonexistent/postaged.json'], expect: [/config file not found: \/nonexistent\/postaged\.json/] },
   { title: 'config file that is not JSON', args: (t) => ['--config', configFile(t, '{ "name": ')], expect: [/is not valid JSON/] },
   { title: 'bad per-application option', args: (t) => ['--config', configFile(t, { apps: { echo: { groupz: ['a'] } } })], expect: [/apps\.echo\.groupz: unknown key \(value \["a"\]\)/] },
+  { title: 'bad delivery bound', env: { POSTAGED_MAX_DELIVERIES: 'many' }, expect: [/defaults\.maxDeliveries: must be a whole number from 0 \(off\)/, /"many"/, /env POSTAGED_MAX_DELIVERIES/] },
+  { title: 'bad per-application delivery bound', args: (t) => ['--config', configFile(t, { apps: { echo: { maxDeliveries: -3 } } })], expect: [/apps\.echo\.maxDeliveries: must be a whole number from 0 \(off\)/, /-3/] },
   { title: 'bad application name', args: () => ['--name', 'bad@name'], expect: [/name: must be a non-empty name/, /"bad@name"/] },
   { title: 'unknown command-line flag', args: () => ['--plugin-dir', 'x'], expect: [/Unknown option '--plugin-dir'/] },
   { title: 'missing plugin folder', args: () => ['--plugins', '/nonexistent/plugins'], expect: [/pluginDir: plugin folder "\/nonexistent\/plugins" cannot be used \(ENOENT\)/] },

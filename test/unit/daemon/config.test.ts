@@ -33,6 +33,7 @@ test('defaults load, validate and are frozen', (t) => {
   t.is(config.broker.port, 5672);
   t.is(configFile, null);
   t.is(sources['name'], 'default');
+  t.is(config.defaults.maxDeliveries, 20);
   t.true(Object.isFrozen(config) && Object.isFrozen(config.broker) && Object.isFrozen(config.broker.hosts));
   t.throws(() => {
     (config as { name: string }).name = 'x';
@@ -71,6 +72,8 @@ const bad: Array<[string, Parameters<typeof loadConfig>[0], string, RegExp]> = [
   ['bad group', { configFile: file({ apps: { a: { groups: ['x y'] } } }) }, 'apps.a.groups', /apps\.a\.groups: must be a list of group names/],
   ['bad app name', { configFile: file({ apps: { 'a@b': {} } }) }, 'apps.a@b', /application names may not/],
   ['bad settings', { configFile: file({ apps: { a: { settings: [] } } }) }, 'apps.a.settings', /must be an object/],
+  ['bad maxDeliveries', { env: { POSTAGED_MAX_DELIVERIES: '-1' } }, 'defaults.maxDeliveries', /must be a whole number from 0 \(off\)/],
+  ['bad per-application maxDeliveries', { configFile: file({ apps: { a: { maxDeliveries: 2.5 } } }) }, 'apps.a.maxDeliveries', /apps\.a\.maxDeliveries: must be a whole number from 0 \(off\)/],
   ['missing file', { configFile: '/nope/c.json' }, '--config', /config file not found: \/nope\/c\.json/],
   ['not JSON', { configFile: file('{"a":') }, '--config', /is not valid JSON/],
   ['not an object', { configFile: file('[1]') }, '--config', /must hold a JSON object/],
