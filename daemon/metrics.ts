@@ -130,7 +130,7 @@ export class DaemonMetrics {
     carried(
       new Counter({
         name: 'postaged_messages_invalid_total',
-        help: 'Messages refused before any handler, by reason (decode, too-large, too-deep, malformed); dead-lettered.',
+        help: 'Messages refused before any handler, by reason (decode, too-large, too-deep, malformed, redelivered); dead-lettered.',
         labelNames: ['app', 'reason'],
         registers,
         collect(this: Counter<'app' | 'reason'>) {

@@ -18,7 +18,7 @@ export interface ApplicationStatus {
   groups: string[];
   queues: string[];
   counts: MessageCounts;
-  /** Messages refused before any handler, per reason (`decode`, `too-large`, …). Since postaged 0.2. */
+  /** Messages refused before any handler, per reason (`decode`, `too-large`, …, `redelivered`). Since postaged 0.2. */
   invalid?: Record<string, number>;
   /** Control commands refused (signing on), per reason (`unsigned`, `bad-signature`, `stale`, `replayed`). Since postaged 0.2. */
   refused?: Record<string, number>;
