@@ -35,6 +35,8 @@ export interface Delivery {
   readonly queue: string;
   /** True once the channel it came from is gone: the broker will deliver it again, so do not handle it. */
   readonly stale: boolean;
+  /** The lifetime of the consumer's channel it came from (1, then +1 at each reopen). */
+  readonly channelGeneration: number;
   ack(): void;
   reject(requeue: boolean): void;
 }
@@ -68,7 +70,7 @@ class ChannelDelivery implements Delivery {
   constructor(
     private readonly channelState: ChannelState,
     private readonly ch: Channel,
-    private readonly generation: number,
+    readonly channelGeneration: number,
     private readonly acks: AckBatcher,
     readonly queue: string,
     readonly message: ConsumeMessage,
@@ -81,7 +83,7 @@ class ChannelDelivery implements Delivery {
    * reconnect with a backlog, a whole prefetch window stayed unacked and consuming stopped.
    */
   #gone(): boolean {
-    return this.channelState.closed(this.ch) || this.channelState.generation() !== this.generation;
+    return this.channelState.closed(this.ch) || this.channelState.generation() !== this.channelGeneration;
   }
 
   #alive(): boolean {

@@ -57,9 +57,10 @@ export interface ProcessorOptions {
    * nothing: there it never applies.
    *
    * A restart, a reconnection or an expired drain gives every unacked message one delivery
-   * more; so does each crash to the messages prefetched with the one that caused it. The
-   * default leaves room for many of those: 20 deliveries without an ack means a crash loop,
-   * not bad luck. Default: 20; 0: off.
+   * more; so does each crash to the messages prefetched with the one that caused it (only the
+   * first over the bound from a queue in a channel's lifetime is refused: the others are
+   * handled). The default leaves room for many of those: 20 deliveries without an ack means a
+   * crash loop, not bad luck. Default: 20; 0: off.
    */
   maxDeliveries?: number;
   /**
@@ -234,6 +235,8 @@ export class MessageProcessor extends MicroThread {
   #closing: Promise<void> | undefined;
   readonly #invalidLog: RateLimitedLog;
   readonly #refusedLog: RateLimitedLog;
+  /** Per queue, the channel lifetime in which a delivery over `maxDeliveries` was refused. */
+  readonly #overLimitIn = new Map<string, number>();
   readonly #started = deferred();
   /** A control listener acts on a command: take no further message. */
   #held = false;
@@ -419,7 +422,7 @@ export class MessageProcessor extends MicroThread {
     this.stats.received++;
     // Before decoding: decoding it may be what killed the processes it went to before.
     const deliveries = deliveriesOf(delivery);
-    if (this.maxDeliveries > 0 && deliveries >= this.maxDeliveries) {
+    if (this.maxDeliveries > 0 && deliveries >= this.maxDeliveries && this.#firstOverLimit(delivery)) {
       const error = new Error(`delivered ${deliveries} times without an ack (maxDeliveries ${this.maxDeliveries}): the processes handling it may have died of it`);
       await this.#refuse(delivery, 'redelivered', error, 'refused a message delivered too often without an ack: dead-lettered, not handled', { [DELIVERIES_HEADER]: deliveries });
       return;
@@ -440,6 +443,19 @@ export class MessageProcessor extends MicroThread {
    * reason (a flood of them must not flood the log), answered when a caller waits for an answer
    * (instead of sending the request again), and dead-lettered with `headers`.
    */
+  /**
+   * Whether `delivery` is the first over `maxDeliveries` from its queue in its channel's
+   * lifetime. A process that dies returns every unacked message, each counted once more: the
+   * one it died on and the prefetched ones behind it, never handled. A queue keeps their order
+   * and what came before was acked, so the first is the one the processes died on; the rest
+   * are handled. (Another bad one among them costs one more death, then goes the same way.)
+   */
+  #firstOverLimit(delivery: Delivery): boolean {
+    if (this.#overLimitIn.get(delivery.queue) === delivery.channelGeneration) return false;
+    this.#overLimitIn.set(delivery.queue, delivery.channelGeneration);
+    return true;
+  }
+
   async #refuse(delivery: Delivery, reason: InvalidReason | 'redelivered', error: Error, logLine: string, headers: Record<string, unknown> = {}): Promise<void> {
     this.stats.invalid[reason] = (this.stats.invalid[reason] ?? 0) + 1;
     this.#invalidLog.warn(reason, logLine, { reason, error: error.message, queue: delivery.queue });

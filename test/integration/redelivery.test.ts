@@ -12,19 +12,25 @@ import { sleep, waitFor } from '../helpers/wait-for.js';
 
 const OPTIONS: ApplicationOptions = { name: 'P', host: 'H1', pid: 801, topology: { quorum: true } };
 
-/** Declares the application's quorum queues (by running it once), then queues `poison` with `nacks` earlier deliveries and `good` behind it. */
-async function queueWithDeliveries(t: ExecutionContext, connection: Connection, nacks: number): Promise<void> {
+/**
+ * Declares the application's quorum queues (by running it once), then queues `poison` and the
+ * messages of `behind`, each with `nacks` earlier deliveries (as a process that died on
+ * `poison` with the others prefetched leaves them), and `good` after them.
+ */
+async function queueWithDeliveries(t: ExecutionContext, connection: Connection, nacks: number, behind: readonly string[] = []): Promise<void> {
   const first = await startProcessor(t, new Recorder({ connection, ...OPTIONS }));
   await first.close('restart');
   const p = appProducer(connection);
-  await p.message_hit('poison', { _key: 'P/rr' });
-  const ch = await connection.createChannel();
+  for (const text of ['poison', ...behind]) await p.message_hit(text, { _key: 'P/rr' });
   for (let i = 0; i < nacks; i++) {
-    const m = await waitFor('poison delivered', () => ch.get('P', { noAck: false }));
-    t.is(m.content.includes('poison'), true);
-    ch.nack(m, false, true);
+    // One channel a "process": it takes them all unacked and dies; they go back in their order.
+    const ch = await connection.createChannel();
+    for (const text of ['poison', ...behind]) {
+      const m = await waitFor(`${text} delivered`, () => ch.get('P', { noAck: false }));
+      t.true(m.content.includes(text));
+    }
+    await ch.close();
   }
-  await ch.close();
   await p.message_hit('good', { _key: 'P/rr' });
 }
 
@@ -44,6 +50,19 @@ test('a message delivered maxDeliveries times without an ack is dead-lettered, n
   // delivery: the broker sets x-delivery-count only when it delivers a message again.
   ch.sendToQueue('P', m.content, { headers: { ...m.properties.headers, 'x-delivery-count': 99 } });
   await waitFor('replayed message handled', () => app.hits.includes('poison'));
+});
+
+test('the messages prefetched with it, returned by the same deaths, are handled: only the first over the bound is dead-lettered', async (t) => {
+  const { connection } = await freshVhost(t);
+  await queueWithDeliveries(t, connection, 3, ['behind-1', 'behind-2']);
+  const app = await startProcessor(t, new Recorder({ connection, ...OPTIONS, maxDeliveries: 3 }));
+  await waitFor('good handled', () => app.hits.includes('good'));
+  t.deepEqual(app.hits, ['behind-1', 'behind-2', 'good'], 'handled in their order; the poison was not');
+  t.like(app.stats, { received: 4, handled: 3, deadLettered: 1, invalid: { redelivered: 1 } });
+  const ch = await connection.createChannel();
+  const m = await waitFor('dead-lettered', () => ch.get(deadLetterQueue('P'), { noAck: true }));
+  t.like(JSON.parse(m.content.toString()), { content: { parameters: 'poison' } });
+  t.is(await ch.get(deadLetterQueue('P'), { noAck: true }), false, 'nothing else dead-lettered');
 });
 
 test('a message delivered fewer than maxDeliveries times is handled as usual', async (t) => {
