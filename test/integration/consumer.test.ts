@@ -39,3 +39,45 @@ test('GenericConsumer: eqk with flags, queueBind and queueUnbind at run time', a
   t.false((await listBindings(vhost)).some((b) => b.destination === 'q3' && b.key === 'k3'));
   t.deepEqual(consumer.queueNames, ['q1', 'q2', 'q3']);
 });
+
+test('GenericConsumer: a re-declaration refused after its channel is lost leaves it recovering, and it consumes again once the refusal is gone', async (t) => {
+  // Issue 9, item 1: the consumer kept the rejected set-up promise, showed itself consuming
+  // and consumed nothing for good.
+  const { connection } = await freshVhost(t);
+  class RefusedEx extends Exchange {
+    static override name = 'consumer-refused-exchange';
+  }
+  class C extends GenericConsumer {
+    static override eqk = [[RefusedEx, [['rq', 'k']]]] as const;
+  }
+  const consumer = new C({ connection, prefetch: 5 });
+  t.teardown(() => consumer.close());
+  const got: number[] = [];
+  await consumer.start((d) => {
+    got.push(JSON.parse(d.message.content.toString()).content.parameters.n);
+    d.ack();
+  });
+  t.is(consumer.state, 'consuming');
+
+  // The exchange comes back with another type: declaring it as the consumer does is refused (406).
+  await connection.withChannel(async (ch) => {
+    await ch.deleteExchange(RefusedEx.name);
+    await ch.assertExchange(RefusedEx.name, 'fanout', { durable: true });
+  });
+  // A channel error (404 on a passive declare) takes the consumer's channel: re-opening it is refused.
+  const ch = await consumer.getChannel();
+  await t.throwsAsync(ch.checkQueue('no-such-queue'));
+  await waitFor('recovering with the refusal as its reason', () => consumer.state === 'recovering' && /PRECONDITION_FAILED|inequivalent/.test(consumer.lastError ?? ''), 10_000);
+
+  // The refusal goes: the consumer's own retries (with backoff) declare and consume again.
+  await connection.withChannel((c) => c.deleteExchange(RefusedEx.name));
+  await waitFor('consuming again', () => consumer.state === 'consuming', 15_000);
+  t.is(consumer.lastError, undefined);
+  class P extends GenericProducer {
+    static override eks = [[RefusedEx, 'k']] as const;
+  }
+  const { routed } = await new P({ connection }).sendCommand('n', { n: 7 });
+  t.true(routed, 'the binding is back');
+  await waitFor('the message handled', () => got.includes(7), 10_000);
+  t.true(consumer.reopens >= 1);
+});
