@@ -299,7 +299,7 @@ test.serial('#26 prototype keys: __proto__ and constructor.prototype payloads le
       wrap: (body) => body.replace('{"type"', `{"__proto__":${P},"constructor":{"prototype":${P}},"type"`).replace('"fingerprint":{', `"fingerprint":{"__proto__":${P},`).replace('"content":{', `"content":{"__proto__":${P},`).replace('"_reserved":{', `"_reserved":{"__proto__":${P}`),
     },
   ];
-  const received: Array<{ label: string; received: PrototypeAnswer["received"]; polluted: boolean; keys: number }> = [];
+  const received: Array<{ label: string; received: PrototypeAnswer['received']; polluted: boolean; keys: number }> = [];
   for (const p of payloads) {
     // As a message to the probe's handler (handled, in the ledger) ...
     const seq = sender.ledger.nextSeq();
