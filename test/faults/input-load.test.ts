@@ -58,7 +58,7 @@ test.serial('#24 oversized body: 20 bodies of 10 MB refused before parsing, loop
   // backlog is published first (the test's own publishing must not compete with the daemon
   // for the two cores), then its file is dropped into the folder.
   const folder = pluginFolder(t, []);
-  const daemon = await startDaemon(t, { url, args: ['--plugins', folder, '--host', HOST], env: { ...FAULT_SETTINGS, POSTAGED_WATCHDOG_INTERVAL: '10', POSTAGED_LOOP_LAG_WARN: '20', ...(process.env['FAULTS_DAEMON_ENV'] ? JSON.parse(process.env['FAULTS_DAEMON_ENV']) as Record<string, string> : {}) } });
+  const daemon = await startDaemon(t, { url, args: ['--plugins', folder, '--host', HOST], env: { ...FAULT_SETTINGS, POSTAGED_WATCHDOG_INTERVAL: '10', POSTAGED_LOOP_LAG_WARN: '20' } });
   const pid = daemon.pid;
   await predeclare(connection);
   const sender = new Sender(connection);
