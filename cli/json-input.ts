@@ -5,6 +5,7 @@
  * strict scanner locates the first error once `JSON.parse` has refused the text.
  */
 import { readFile } from 'node:fs/promises';
+import { DEFAULT_MAX_BYTES, JsonEncoder, MessageCommand } from 'postage';
 import { usageError } from './exit-codes.js';
 
 /** Where a JSON text is invalid. Position and column count UTF-16 code units from 0 and 1. */
@@ -195,4 +196,16 @@ export async function readParameters(arg: string | undefined): Promise<unknown> 
     return parseJsonParameters(text, `file ${path}`);
   }
   return parseJsonParameters(arg, 'command line');
+}
+
+/**
+ * Refuses (usage error, exit 2, before connecting) parameters whose message body would be
+ * larger than the limit Postage receivers accept (DEFAULT_MAX_BYTES, 1 MiB): a receiver
+ * would refuse it unread (dead-lettered with reason `too-large`), silently for `send`.
+ */
+export function checkBodySize(name: string, parameters: unknown, limit = DEFAULT_MAX_BYTES): void {
+  const size = new JsonEncoder().encode(new MessageCommand(name, parameters).body).length;
+  if (size > limit) {
+    throw usageError(`parameters too large: the message body would be ${size} bytes, over the ${limit}-byte limit (${(limit / 1024 / 1024).toFixed(0)} MiB) that Postage receivers accept: it would be refused unread (dead-lettered as too-large)`);
+  }
 }

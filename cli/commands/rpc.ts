@@ -1,7 +1,7 @@
 /** `postage rpc <key> <name> [json]`: call any RPC handler and print the answers. */
 import type { Command } from 'commander';
 import { brokerOptions, helpFooter, replyOptions, repliesExitCode, withSession, type ReplyOptions } from '../common.js';
-import { readParameters } from '../json-input.js';
+import { checkBodySize, readParameters } from '../json-input.js';
 import { checkKey } from '../keys.js';
 import { json, replyJson, responder, safe, showValue, type Output } from '../output.js';
 
@@ -31,6 +31,7 @@ export function registerRpc(program: Command, output: Output): void {
   cmd.action(async (key: string, name: string, text: string | undefined, options: ReplyOptions) => {
     const reach = checkKey(key);
     const parameters = await readParameters(text);
+    checkBodySize(name, parameters);
     const expect = options.expect ?? (reach === 'single' ? 1 : undefined);
     process.exitCode = await withSession(options, async (session) => {
       const replies = await session.collect(key, name, parameters, { timeout: options.timeout, ...(expect === undefined ? {} : { expect }) });

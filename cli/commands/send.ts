@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { brokerOptions, helpFooter, type BrokerOptions } from '../common.js';
 import { fireAndForget } from '../fire-and-forget.js';
-import { readParameters } from '../json-input.js';
+import { checkBodySize, readParameters } from '../json-input.js';
 import { checkKey } from '../keys.js';
 import type { Output } from '../output.js';
 
@@ -25,6 +25,7 @@ export function registerSend(program: Command, output: Output): void {
   cmd.action(async (key: string, name: string, text: string | undefined, options: BrokerOptions) => {
     checkKey(key);
     const parameters = await readParameters(text);
+    checkBodySize(name, parameters);
     process.exitCode = await fireAndForget(key, name, parameters, options, output);
   });
 }

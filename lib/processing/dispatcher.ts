@@ -13,8 +13,11 @@ import type { Logger } from '../logger.js';
 import { RouteIndex, type HandlerEntry, type HandlerTable } from './handler-table.js';
 import { isHandlerClass, type ReplyFunc } from './handler.js';
 
-/** Why a body was refused before any handler ran. */
-export type InvalidReason = 'decode' | 'too-large' | 'too-deep' | 'malformed';
+/**
+ * Why a body was refused before any handler ran: `content-type` is a message whose
+ * `content_type` property names another format than the encoder's (absent is accepted).
+ */
+export type InvalidReason = 'content-type' | 'decode' | 'too-large' | 'too-deep' | 'malformed';
 
 /** What decoding a delivery gave. @internal */
 export type Decoded = { ok: true; body: MessageBody } | { ok: false; reason: InvalidReason; error: Error };

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { brand } from '../errors.js';
+import { brand, PostageError } from '../errors.js';
 import { Connection } from '../amqp/connection.js';
 import { GenericConsumer, type Delivery, type ExchangeQueueKeys } from '../messaging/generic-consumer.js';
 import { SENT_AT_HEADER } from '../messaging/generic-producer.js';
@@ -110,7 +110,8 @@ export interface ProcessorStats {
   duplicates: number;
   /**
    * Messages refused before any handler, per reason: bodies that are not valid (`decode`,
-   * `too-large`, `too-deep`, `malformed`), and messages delivered `maxDeliveries` times
+   * `too-large`, `too-deep`, `malformed`), a `content_type` naming another format than the
+   * encoder's (`content-type`; a message without one is decoded), and messages delivered `maxDeliveries` times
    * without an ack (`redelivered`).
    */
   invalid: Partial<Record<InvalidReason | 'redelivered', number>>;
@@ -192,6 +193,16 @@ const TIMED_OUT = Symbol('timed out');
 function traceOf(delivery: Delivery): TraceContext | undefined {
   const headers = delivery.message.properties.headers as Record<string, unknown> | undefined;
   return headers === undefined ? undefined : parseTraceparent(headers[TRACEPARENT_HEADER], headers[TRACESTATE_HEADER]);
+}
+
+/**
+ * Whether a `content_type` property names the media type `expected`, case aside and with any
+ * parameters (`; charset=utf-8`) ignored. An empty one counts as none.
+ */
+function sameMediaType(contentType: unknown, expected: string): boolean {
+  if (typeof contentType !== 'string') return false;
+  const type = contentType.split(';', 1)[0]!.trim().toLowerCase();
+  return type === '' || type === expected.toLowerCase();
 }
 
 /** The reply function of a `message` (its handlers get none): nothing to answer. */
@@ -425,6 +436,12 @@ export class MessageProcessor extends MicroThread {
     if (this.maxDeliveries > 0 && deliveries >= this.maxDeliveries && this.#firstOverLimit(delivery)) {
       const error = new Error(`delivered ${deliveries} times without an ack (maxDeliveries ${this.maxDeliveries}): the processes handling it may have died of it`);
       await this.#refuse(delivery, 'redelivered', error, 'refused a message delivered too often without an ack: dead-lettered, not handled', { [DELIVERIES_HEADER]: deliveries });
+      return;
+    }
+    const contentType = delivery.message.properties.contentType as unknown;
+    if (contentType !== undefined && contentType !== this.encoder.contentType && !sameMediaType(contentType, this.encoder.contentType)) {
+      const error = new PostageError('POSTAGE_ERR_DECODE', `content type ${JSON.stringify(String(contentType).slice(0, 100))} is not ${this.encoder.contentType}`);
+      await this.#refuse(delivery, 'content-type', error, 'refused a message that is not a valid Postage body');
       return;
     }
     const decoded = this.#dispatcher.decode(delivery.message.content);

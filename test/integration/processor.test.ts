@@ -174,9 +174,15 @@ test('malformed bodies are refused and counted, never crash the processor', asyn
   const ch = await connection.createChannel();
   const bodies = ['not json', '[1,2]', 'null', '{"type": 1}', '\xff\xfe', '', '['.repeat(1000) + ']'.repeat(1000), '{"__proto__": {"polluted": true}, "type":"command","name":"word","category":"message","content":{"parameters":"proto"}}'];
   for (const b of bodies) ch.publish('work-exchange', 'k', Buffer.from(b, b.startsWith('\xff') ? 'latin1' : 'utf8'));
+  // A valid body under another content type is refused; a charset parameter is accepted.
+  const valid = (p: string): Buffer => Buffer.from(JSON.stringify({ type: 'command', name: 'word', category: 'message', content: { parameters: p } }));
+  ch.publish('work-exchange', 'k', valid('plain'), { contentType: 'text/plain' });
+  ch.publish('work-exchange', 'k', valid('charset'), { contentType: 'Application/JSON; charset=utf-8' });
   await producerFor(connection, 'k').message_word('good');
   await waitFor('good message', () => d.log.includes('word:good'));
-  t.deepEqual(d.stats.invalid, { decode: 3, malformed: 3, 'too-deep': 1 });
+  t.deepEqual(d.stats.invalid, { decode: 3, malformed: 3, 'too-deep': 1, 'content-type': 1 });
+  t.true(d.log.includes('word:charset'));
+  t.false(d.log.includes('word:plain'));
   t.true(d.log.includes('word:proto'));
   t.is(({} as Record<string, unknown>)['polluted'], undefined, 'Object.prototype untouched');
 });

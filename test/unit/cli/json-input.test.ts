@@ -1,7 +1,7 @@
 /** JSON parameters: valid text parses as JSON.parse does; invalid text names line, column and position. */
 import test from 'ava';
 import { CliError, ExitCode } from '../../../cli/exit-codes.js';
-import { locateJsonError, parseJsonParameters } from '../../../cli/json-input.js';
+import { checkBodySize, locateJsonError, parseJsonParameters } from '../../../cli/json-input.js';
 
 test('valid JSON of every kind parses as JSON.parse does, and the scanner agrees it is valid', (t) => {
   for (const text of ['{}', '[]', '"hi"', '42', '-0.5e+3', 'true', 'null', ' {"a": [1, {"b": "\\u00e9\\n"}], "c": false} ']) {
@@ -44,4 +44,11 @@ test('an invalid parameter is a usage error (exit 2) naming source, line, column
 test('an unquoted string gets a hint to quote it', (t) => {
   const err = t.throws(() => parseJsonParameters('hello', 'command line'), { instanceOf: CliError });
   t.regex(err?.message ?? '', /needs JSON quotes, e.g. '"hello"'/);
+});
+
+test('parameters whose body would pass the receivers\' 1 MiB limit are a usage error naming the limit', (t) => {
+  t.notThrows(() => checkBodySize('echo', { text: 'x'.repeat(1000) }));
+  const err = t.throws(() => checkBodySize('echo', { text: 'x'.repeat(1024 * 1024) }), { instanceOf: CliError });
+  t.is(err?.exitCode, ExitCode.USAGE);
+  t.regex(err?.message ?? '', /1048576-byte limit \(1 MiB\)/);
 });
