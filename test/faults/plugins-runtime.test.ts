@@ -311,7 +311,13 @@ test.serial('#21 hot add/change/remove: 10 of each while the neighbour takes 500
   t.is(s.pid, pid, 'same PID through the ten restarts');
   t.is(s.generation, N + 1, 'one restart per change');
   t.is(daemon.exit, undefined);
-  // Adds and removes do not touch the neighbour; each change restarts the process (ES
-  // modules cannot be unloaded), which pauses it for the restart: asserted apart.
-  for (const p of ['baseline', 'add', 'remove']) t.true(p99[p]! < 50, `neighbour p99 (${p}): ${p99[p]} ms`);
+  // Adds and removes do not touch the neighbour: the catalogue's p99 < 50 ms. Each change of
+  // a running plugin restarts the process in place (ES modules cannot be unloaded;
+  // docs/daemon.md), which pauses the neighbour for the whole restart (~200-450 ms quiet): at
+  // 500 msg/s ten of them put far more than 1 % of the change phase's messages past 50 ms, so
+  // there the figure cannot hold by design; it is recorded (neighbourP99ByPhaseMs.change),
+  // with the restart pauses, and what is asserted is 0 lost, 0 duplicates, one restart per
+  // change, same PID. The baseline (the stream with nothing else going on) is recorded to
+  // tell the machine's own latency from the fault's.
+  for (const p of ['add', 'remove']) t.true(p99[p]! < 50, `neighbour p99 (${p}): ${p99[p]} ms`);
 });
