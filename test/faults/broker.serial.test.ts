@@ -59,7 +59,7 @@ async function dedicated(t: ExecutionContext): Promise<RabbitNode> {
   return n;
 }
 
-function started(): RabbitNode {
+function nodeUp(): RabbitNode {
   if (!node) throw new Error('the dedicated node did not start');
   return node;
 }
@@ -82,7 +82,7 @@ async function nodeVhost(t: ExecutionContext, prefix: string): Promise<{ vhost: 
  * own environment (the helper's start()).
  */
 async function restoreNode(): Promise<void> {
-  const n = started();
+  const n = nodeUp();
   const restore = (): Promise<string> => n.ctl('eval', `ok = rabbit:start(), ok = vm_memory_monitor:set_vm_memory_high_watermark(${DEFAULT_WATERMARK}).`);
   await restore().catch(async () => {
     await n.start();
@@ -92,7 +92,7 @@ async function restoreNode(): Promise<void> {
 
 /** Queues of a vhost of the dedicated node. */
 async function nodeQueues(vhost: string): Promise<QueueInfo[]> {
-  const out = await started().ctl('list_queues', '-p', vhost, 'name', 'messages', 'consumers', '--formatter', 'json');
+  const out = await nodeUp().ctl('list_queues', '-p', vhost, 'name', 'messages', 'consumers', '--formatter', 'json');
   return (JSON.parse(out) as Array<Record<string, unknown>>).map((r) => ({ name: String(r['name']), messages: Number(r['messages'] ?? 0), consumers: Number(r['consumers'] ?? 0), durable: true, auto_delete: false, exclusive: false, arguments: {} }));
 }
 
@@ -124,12 +124,28 @@ function lineAfter(daemon: DaemonProcess, after: LogLine, match: (l: LogLine) =>
 
 const consumingAgain = (app = 'probe') => (l: LogLine): boolean => l.message === 'consuming again' && l.app === app;
 
-/** Publishes to `key` at `rate` msg/s, in batches of a tenth of a second (`params(batch)` each), until `stop()` is called (which resolves once every publish has its answer). */
-function stream(t: ExecutionContext, sender: Sender, key: string, rate: number, params: (batch: number) => ProbeParams = () => ({})): { stop: () => Promise<void> } {
+/**
+ * Publishes to `key` at `rate` msg/s (`params(batch)` for each, a batch being a tenth of a
+ * second), at most `window` unanswered at once, until `stop()` is called (which resolves once
+ * every publish has its answer). Publishes made during an outage wait in the library (up to
+ * the window) and are answered after it; the rate does not catch up more than a second.
+ */
+function stream(t: ExecutionContext, sender: Sender, key: string, rate: number, params: (batch: number) => ProbeParams = () => ({}), window = 1000): { stop: () => Promise<void> } {
   let running = true;
-  let batch = 0;
+  const inFlight = new Set<Promise<unknown>>();
+  const perBatch = Math.max(1, Math.round(rate / 10));
   const done = (async () => {
-    while (running) await sender.many(Math.max(1, Math.round(rate / 10)), key, { rate, params: params(batch++) });
+    let t0 = performance.now();
+    for (let i = 0; running; i++) {
+      const wait = t0 + (i * 1000) / rate - performance.now();
+      if (wait > 1) await sleep(wait);
+      else if (wait < -1000) t0 -= wait + 1000;
+      while (running && inFlight.size >= window) await Promise.race(inFlight);
+      if (!running) break;
+      const p: Promise<unknown> = sender.one(key, params(Math.floor(i / perBatch))).finally(() => inFlight.delete(p));
+      inFlight.add(p);
+    }
+    await Promise.all(inFlight);
   })();
   // A failed test stops the stream too (without waiting for answers a stopped broker may never give).
   t.teardown(() => void (running = false));
@@ -362,7 +378,7 @@ test.serial('#7 permissions revoked for 10 s: at most 1 reconnect attempt per se
 test.serial('#2 broker stop/start x3 at 1k msg/s: each publish of an outage confirmed later or refused (0 silent); consuming again within 3 s of each start_app', async (t) => {
   t.timeout(180_000);
   const { vhost, url, connection } = await nodeVhost(t, 'fault-2');
-  const n = started();
+  const n = nodeUp();
   t.teardown(restoreNode);
   const OUTAGES = 3;
   // The catalogue's outages last 10 s; three of them made the file too long for the CI budget
@@ -429,7 +445,7 @@ test.serial('#2 broker stop/start x3 at 1k msg/s: each publish of an outage conf
 test.serial('#3 broker SIGKILL: kill -9 of the node, started again; 0 confirmed persistent messages lost; consuming again within 5 s', async (t) => {
   t.timeout(180_000);
   const { vhost, url, connection } = await nodeVhost(t, 'fault-3');
-  const n = started();
+  const n = nodeUp();
   t.teardown(restoreNode);
   // A backlog in the durable shared queue: the producer publishes persistent messages
   // (lib/messaging/generic-producer.ts), and a confirm of a persistent message to a durable
@@ -480,7 +496,7 @@ test.serial('#5 memory alarm for 10 s: publishers blocked, status shows it; noth
   t.timeout(180_000);
   const ALARM_MS = 10_000;
   const { vhost, url, connection } = await nodeVhost(t, 'fault-5');
-  const n = started();
+  const n = nodeUp();
   t.teardown(restoreNode);
   const daemon = await startDaemon(t, { url, args: ['--plugins', pluginFolder(t, ['probe.mjs']), '--host', HOST, '--metrics-listen', '127.0.0.1:0'], env: { ...FAULT_SETTINGS } });
   const port = await metricsPort(daemon);
