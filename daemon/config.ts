@@ -209,7 +209,7 @@ export const schema = {
       sensitive: true,
     },
     heartbeat: {
-      doc: 'AMQP heartbeat in seconds.',
+      doc: 'AMQP heartbeat in seconds. Two intervals without a byte from the broker and the connection is taken for dead, and reconnected (backoff broker.reconnectDelay; at least 1 s after the broker refused the login or the vhost).',
       format: 'postaged-positive-int',
       default: 10,
       env: 'POSTAGED_HEARTBEAT',

@@ -98,20 +98,21 @@ export async function rpcCall(connection: Connection, req: RpcRequest, options: 
           return;
         }
         sent++;
-        // The try's deadline starts now, not after the publish: during a broker outage the
-        // publish waits for the reconnection, and the call must still time out on schedule.
+        // The try's deadline starts now, not after the publish (nor the exchange's
+        // declaration): during a broker outage, or on a stalled connection that is not known
+        // dead yet, both wait, and the call must still time out on schedule.
         timer = setTimeout(attempt, options.timeoutMs);
-        lane
-          .publish(req.exchange.name, req.key, req.content, publishOptions(req, correlationId), () => !done)
-          // A publish that fails outright (connection closed) ends the call with that error.
-          .catch((err: unknown) => finish(asError(err)));
+        const send = (): void => {
+          if (done) return;
+          lane
+            .publish(req.exchange.name, req.key, req.content, publishOptions(req, correlationId), () => !done)
+            // A publish that fails outright (connection closed) ends the call with that error.
+            .catch((err: unknown) => finish(asError(err)));
+        };
+        if (connection.isDeclared(req.exchange)) send();
+        else connection.declareExchange(req.exchange).then(send, (err: unknown) => finish(asError(err)));
       };
-      if (connection.isDeclared(req.exchange)) attempt();
-      else
-        connection
-          .declareExchange(req.exchange)
-          .then(attempt)
-          .catch((err: unknown) => finish(asError(err)));
+      attempt();
     });
   } finally {
     // Reusable only if no reply can still come without a correlation id: one try answered,
