@@ -158,6 +158,14 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
     void (async () => {
       await flushLogs();
       if (outcome.kind === 'exit') exit(outcome.code);
+      // A stop signal that came after the restart's last look (while it carried the metrics
+      // or flushed the logs) would be lost in the exec: the new image never hears of it and
+      // runs on. It wins here, the last moment before the exec.
+      if (stopSignals > 0) {
+        log.info('a stop was requested during the restart: exiting instead of re-exec');
+        await flushLogs();
+        exit(EXIT_OK);
+      }
       env[STATE_ENV] = outcome.state;
       try {
         exiting = true;
