@@ -166,6 +166,10 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
         await flushLogs();
         exit(EXIT_OK);
       }
+      // From here to the exec a stop signal can no longer be acted on (the loop does not turn
+      // again): by its default action it ends the process, as it does in the exec window
+      // itself, instead of being caught and lost (the next generation would run on).
+      for (const s of ['SIGTERM', 'SIGINT'] as const) process.removeAllListeners(s);
       env[STATE_ENV] = outcome.state;
       try {
         exiting = true;
