@@ -112,11 +112,20 @@ export function createLogger(options: LoggerOptions): DaemonLogger {
   };
   const format = mode === 'json' ? json : pretty;
   const stream = options.stream ?? process.stdout;
+  // A log reader that went away (a closed pipe: EPIPE) must not take the daemon with it:
+  // unhandled, the stream's error is an uncaught exception, whose report is a log line,
+  // which fails again, and so on for good. The lines are dropped from then on.
+  let broken = false;
+  stream.on('error', () => {
+    broken = true;
+  });
   const sink: Sink = {
     severity: SEVERITY[options.level as Level] ?? SEVERITY.info,
     defaults: { pid: process.pid, host: options.host ?? os.hostname() },
     line: (info) => clean(format(info)),
-    write: (line) => void stream.write(line),
+    write: (line) => {
+      if (!broken) stream.write(line);
+    },
   };
   return new LineLogger(sink, {});
 }

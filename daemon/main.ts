@@ -158,6 +158,18 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
     void (async () => {
       await flushLogs();
       if (outcome.kind === 'exit') exit(outcome.code);
+      // A stop signal that came after the restart's last look (while it carried the metrics
+      // or flushed the logs) would be lost in the exec: the new image never hears of it and
+      // runs on. It wins here, the last moment before the exec.
+      if (stopSignals > 0) {
+        log.info('a stop was requested during the restart: exiting instead of re-exec');
+        await flushLogs();
+        exit(EXIT_OK);
+      }
+      // From here to the exec a stop signal can no longer be acted on (the loop does not turn
+      // again): by its default action it ends the process, as it does in the exec window
+      // itself, instead of being caught and lost (the next generation would run on).
+      for (const s of ['SIGTERM', 'SIGINT'] as const) process.removeAllListeners(s);
       env[STATE_ENV] = outcome.state;
       try {
         exiting = true;
