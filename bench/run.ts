@@ -46,7 +46,9 @@ function runBench(file: string): Promise<Outcome> {
   const started = performance.now();
   const firstSample = loadSamples.length;
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(here, file)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // A process group of its own: a bench killed at its timeout takes the daemons and
+    // responders it spawned with it (a SIGKILL of the bench alone left them running).
+    const child = spawn(process.execPath, [path.join(here, file)], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -57,7 +59,11 @@ function runBench(file: string): Promise<Outcome> {
     });
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
     }, BENCH_TIMEOUT_MS);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
