@@ -42,6 +42,21 @@ function loadSince(from: number): Outcome['load'] {
   return { min: Math.min(...s), median: median(s), max: Math.max(...s) };
 }
 
+/** The bench running now: its process group is stopped with the runner (Ctrl-C, SIGTERM). */
+let running: number | undefined;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    if (running !== undefined) {
+      try {
+        process.kill(-running, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    process.exit(130);
+  });
+}
+
 function runBench(file: string): Promise<Outcome> {
   const started = performance.now();
   const firstSample = loadSamples.length;
@@ -52,6 +67,7 @@ function runBench(file: string): Promise<Outcome> {
     let stdout = '';
     let stderr = '';
     let timedOut = false;
+    running = child.pid;
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
       stderr += chunk;
@@ -67,6 +83,7 @@ function runBench(file: string): Promise<Outcome> {
     }, BENCH_TIMEOUT_MS);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      running = undefined;
       const base = { file, seconds: (performance.now() - started) / 1000, load: loadSince(firstSample) };
       const rows: BenchRow[] = [];
       let facts: Record<string, unknown> | undefined;
