@@ -4,13 +4,13 @@
  * Real broker, real `postaged` with the probe plugin, the catalogue's test settings
  * (test/helpers/faults.ts). The tests of this file run one after the other.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { brokerReachable, freshVhost, listQueues } from '../helpers/broker.js';
 import { FAULT_SETTINGS, Sender, at, drainDeadLetters, handled, pings, predeclare, probeLines, queuesDrained, report, tally, waitHandled } from '../helpers/faults.js';
-import { childrenOf } from '../helpers/proc.js';
+import { canUnshare, childrenOf } from '../helpers/proc.js';
 import { BIN, DaemonProcess, ROOT, controlProducer, pluginFolder, processKey, startDaemon, tempDir } from '../helpers/spawn.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -189,14 +189,6 @@ test.serial('#14 config error: an invalid key (file and environment) exits 78 wi
   report(t, 14, tally(sender.ledger, handled([daemon]), await drainDeadLetters(connection)), Object.fromEntries(Object.entries(runs).flatMap(([form, r]) => [[`${form}Exit`, r.code], [`${form}Ms`, r.ms], [`${form}CpuMs`, r.cpuMs]])));
 });
 
-function canUnshare(): boolean {
-  try {
-    execFileSync('unshare', ['--pid', '--fork', '--mount-proc', 'true'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The host-side PID of unshare's child (the namespace's PID 1). */
 function childOf(pid: number): number | undefined {

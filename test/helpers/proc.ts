@@ -1,4 +1,5 @@
 /** What /proc says about a process's children (Linux). */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 
 export interface ChildProc {
@@ -32,4 +33,14 @@ export function childrenOf(pid: number): ChildProc[] {
     }
   }
   return children;
+}
+
+/** Whether this machine lets the tests start a process as PID 1 of a new PID namespace. */
+export function canUnshare(): boolean {
+  try {
+    execFileSync('unshare', ['--pid', '--fork', '--mount-proc', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }

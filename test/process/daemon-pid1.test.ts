@@ -3,21 +3,14 @@
  * namespace from `unshare --pid --fork --mount-proc` (needs root). SIGTERM gives exit 0,
  * and a restart keeps PID 1 (the container would otherwise end).
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import anyTest, { type TestFn } from 'ava';
 import { brokerReachable, freshVhost } from '../helpers/broker.js';
+import { canUnshare } from '../helpers/proc.js';
 import { BIN, controlProducer, DaemonProcess, pluginFolder, ROOT } from '../helpers/spawn.js';
 import { waitFor } from '../helpers/wait-for.js';
 
-function canUnshare(): boolean {
-  try {
-    execFileSync('unshare', ['--pid', '--fork', '--mount-proc', 'true'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const usable = brokerReachable && canUnshare();
 if (!usable) console.warn('PID 1 tests skipped: needs a reachable broker and `unshare --pid --fork --mount-proc` (root)');
