@@ -171,6 +171,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2), env:
       // itself, instead of being caught and lost (the next generation would run on).
       for (const s of ['SIGTERM', 'SIGINT'] as const) process.removeAllListeners(s);
       env[STATE_ENV] = outcome.state;
+      notifier?.ping();
       try {
         exiting = true;
         reExec();

@@ -126,6 +126,11 @@ peerTest('TypeScript calls a Python application: ping, echo, error and exception
 peerTest('TypeScript calls an RPC the Python application does not have: no answer, TimeoutError after every try', async (t) => {
   const { vhost, connection } = await freshVhost(t, 'interop');
   const py = await startPythonApp(t, vhost, { name: 'py-echo' });
+  // A ping first: the caller's reply channel open and its exchange declared, Python consuming.
+  // Each try's 0.5 s covers the declaration too, which took longer than that beside the
+  // parallel suite and a CPU hog, so neither try was ever published.
+  const pong = await producer(connection).rpcCommand('ping', {}, { _key: 'py-echo/rr', _timeout: 20, _max_retry: 0 });
+  t.true(pong.ok, pong.message);
   const started = Date.now();
   const r = await producer(connection).rpcCommand('nonexistent', {}, { _key: 'py-echo/rr', _timeout: 0.5, _max_retry: 1 });
   t.false(r.ok);

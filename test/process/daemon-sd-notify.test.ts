@@ -12,7 +12,7 @@ brokerTest('READY=1 after the plugins consume, RELOADING=1 then READY=1 around a
   const { url, connection } = await freshVhost(t, 'postaged-notify');
   const socket = NotifySocket.open(t);
   const dir = pluginFolder(t, ['echo-mjs.mjs', 'echo-ts.ts', '_helper.ts']);
-  const daemon = await startDaemon(t, { url, args: ['--plugins', dir, '--host', 'notify-host'], env: { NOTIFY_SOCKET: socket.path, WATCHDOG_USEC: '6000000' } });
+  const daemon = await startDaemon(t, { url, args: ['--plugins', dir, '--host', 'notify-host'], env: { NOTIFY_SOCKET: socket.path, WATCHDOG_USEC: '10000000' } });
   const ready = await socket.waitFor('READY', '1');
   t.log(`READY=1 STATUS=${ready.fields['STATUS']}`);
   t.regex(ready.fields['STATUS'] ?? '', /^generation 1: .*echo-mjs running.*echo-ts running/);
@@ -34,10 +34,12 @@ brokerTest('READY=1 after the plugins consume, RELOADING=1 then READY=1 around a
   const pings = socket.with('WATCHDOG', '1').map((m) => m.at);
   t.true(pings.some((a) => a < reloading.at) && pings.some((a) => a > ready2.at), 'pings from both generations');
   const worst = Math.max(...pings.slice(1).map((a, i) => a - pings[i]!));
-  // 6 s, as a service would set it (WatchdogSec= well above a restart): 2 s was less than a
-  // re-exec takes on a loaded machine, where the test failed for a reason that is not a bug.
-  t.log(`${pings.length} pings, longest gap ${worst.toFixed(0)} ms (the re-exec included; WATCHDOG_USEC 6 s)`);
-  t.true(worst < 6000, 'no gap reaches the watchdog period, even across the re-exec');
+  // 10 s, as a service would set it (WatchdogSec= well above a restart; the unit has 30 s): a
+  // ping goes out just before the exec, so the gap across it is the new image's start, which
+  // took up to 7.4 s beside the parallel suite and a CPU hog (2 s and 6 s periods failed there
+  // for a reason that is not a bug).
+  t.log(`${pings.length} pings, longest gap ${worst.toFixed(0)} ms (the re-exec included; WATCHDOG_USEC 10 s)`);
+  t.true(worst < 10_000, 'no gap reaches the watchdog period, even across the re-exec');
 
   daemon.signal('SIGTERM');
   const stopping = await socket.waitFor('STOPPING', '1');
