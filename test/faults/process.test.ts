@@ -169,10 +169,11 @@ test.serial('#14 config error: an invalid key (file and environment) exits 78 wi
     t.is(r.code, 78, `${form}: exit 78`);
     t.regex(r.stderr, expect[form as keyof typeof expect], `${form}: names the key`);
     // The catalogue's 1 s is met on a quiet machine (~0.5 s); beside three other suites and a
-    // CPU hog Node's own start takes seconds of wall time. What the exit costs is its CPU
-    // time (asserted <= 1 s); the wall time is bounded loosely: it never waits for anything.
+    // CPU hog Node's own start takes seconds of wall time (11.3 s seen for 0.63 s of CPU). What
+    // the exit costs is its CPU time (asserted <= 1 s); the wall time is bounded loosely, against
+    // a hang: 30 s.
     t.true(r.cpuMs <= 1000, `${form}: ${r.cpuMs.toFixed(0)} ms of CPU`);
-    t.true(r.ms <= 10_000, `${form}: exited after ${r.ms.toFixed(0)} ms`);
+    t.true(r.ms <= 30_000, `${form}: exited after ${r.ms.toFixed(0)} ms`);
   }
   // No restart loop: that is systemd's, given RestartPreventExitStatus=78 in the unit.
   const unit = fs.readFileSync(path.join(ROOT, 'systemd', 'postaged.service'), 'utf8');
