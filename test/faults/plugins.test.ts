@@ -151,7 +151,9 @@ test.serial('#18 handler never resolves: dead-lettered after the 2 s handler tim
   const dead = await drainDeadLetters(connection);
   const figures = tally(sender.ledger, handled([daemon]), dead);
   report(t, 18, figures, { timeoutMs, nextCount: next.length, p50Ms: percentile(latencies, 50), p99Ms: p99, maxMs: Math.max(...latencies) });
-  t.true(timeoutMs >= 1990 && timeoutMs <= 3500, `dead-lettered ${timeoutMs} ms after the handler started (timeout 2 s)`);
+  // 2,002-2,038 ms measured; the upper bound leaves room for a timer delayed by a loaded
+  // machine (event-loop stalls of 2.7 s were seen beside the parallel suite and a hog).
+  t.true(timeoutMs >= 1990 && timeoutMs <= 6000, `dead-lettered ${timeoutMs} ms after the handler started (timeout 2 s)`);
   t.is(next.length, 100);
   // The catalogue's p99 < 100 ms holds on a quiet machine (21 ms measured); under a loaded CI
   // the sender's own scheduling adds hundreds of ms. A hung handler that held its slot would
