@@ -148,7 +148,7 @@ async function postaged(args: string[], env: Record<string, string>): Promise<{ 
   return { code, stderr, ms, cpuMs: secs * 1000 };
 }
 
-test.serial('#14 config error: an invalid key (file and environment) exits 78 within 1 s naming it; the unit stops a restart loop with RestartPreventExitStatus=78', async (t) => {
+test.serial('#14 config error: an invalid key (file and environment) exits 78 naming it, within 1 s of CPU (wall time recorded); the unit stops a restart loop with RestartPreventExitStatus=78', async (t) => {
   t.timeout(60_000);
   const { url, connection } = await freshVhost(t, 'fault-14');
   const plugins = pluginFolder(t, ['probe.mjs']);
