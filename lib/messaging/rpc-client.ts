@@ -97,15 +97,19 @@ export async function rpcCall(connection: Connection, req: RpcRequest, options: 
           finish(timeout);
           return;
         }
-        sent++;
+        const mine = ++sent;
         // The try's deadline starts now, not after the publish (nor the exchange's
         // declaration): during a broker outage, or on a stalled connection that is not known
         // dead yet, both wait, and the call must still time out on schedule.
         timer = setTimeout(attempt, options.timeoutMs);
+        // A try that waited past its deadline (for the declaration or the connection) is not
+        // sent: the next try, or the timeout, has replaced it, and a late copy would only make
+        // the responder run once more.
+        const current = (): boolean => !done && sent === mine;
         const send = (): void => {
-          if (done) return;
+          if (!current()) return;
           lane
-            .publish(req.exchange.name, req.key, req.content, publishOptions(req, correlationId), () => !done)
+            .publish(req.exchange.name, req.key, req.content, publishOptions(req, correlationId), current)
             // A publish that fails outright (connection closed) ends the call with that error.
             .catch((err: unknown) => finish(asError(err)));
         };
