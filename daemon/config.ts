@@ -11,6 +11,7 @@ import { ConfigError } from './config-error.js';
 import { registerFormats, validateApps } from './config-formats.js';
 import stripJsonComments from 'strip-json-comments';
 import { SECRET_KEYS } from './secrets.js';
+import { STATE_ENV } from './restart-state.js';
 import { readSigningKeys } from 'postage/internal';
 
 export { ConfigError } from './config-error.js';
@@ -518,6 +519,35 @@ function withDeprecatedEnv(env: NodeJS.ProcessEnv, warnings: string[]): NodeJS.P
   return out;
 }
 
+/** `POSTAGED_*` variables that are not settings: the config file's path, and the state a generation hands to the next. */
+const OTHER_ENV = ['POSTAGED_CONFIG', STATE_ENV];
+
+/**
+ * A `POSTAGED_*` variable that names no setting is a typo (`POSTAGED_PREFECTH`) or a setting
+ * that does not exist: refused like an unknown key in the file, rather than silently ignored
+ * while the default applies.
+ */
+function refuseUnknownEnv(env: NodeJS.ProcessEnv, entries: Array<{ key: string; item: SchemaItem }>): void {
+  const known = new Set<string>([...OTHER_ENV, ...entries.flatMap((e) => (e.item.env ? [e.item.env] : []))]);
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined || !name.startsWith('POSTAGED_') || known.has(name)) continue;
+    const suggestion = [...known].map((k) => ({ k, d: editDistance(name, k) })).sort((a, b) => a.d - b.d)[0];
+    const shown = /PASS|SECRET|TOKEN|KEY/.test(name) ? '' : ` (value ${describe(value)})`;
+    throw new ConfigError(name, `${name}: unknown environment variable${shown}${suggestion && suggestion.d <= 3 ? `; did you mean ${suggestion.k}?` : ''} (docs/config.md lists every setting)`);
+  }
+}
+
+/** Levenshtein distance, for "did you mean". */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min((row[j] ?? 0) + 1, (next[j - 1] ?? 0) + 1, (row[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length] ?? 0;
+}
+
 /**
  * Loads the configuration: defaults < file < environment < command line, validated strictly.
  * Throws `ConfigError` naming the key and the value (secrets excepted).
@@ -527,6 +557,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   const warnings: string[] = [];
   const env = withDeprecatedEnv(options.env ?? process.env, warnings);
   const entries = schemaEntries();
+  refuseUnknownEnv(env, entries);
   // Convict reads the environment itself; the command line is applied by `set` below, after
   // the file, because convict's own argv parser turns "007" into 7.
   const conf = convict<DaemonConfig>(schema as unknown as convict.Schema<DaemonConfig>, { env, args: [] });

@@ -74,6 +74,8 @@ const bad: Array<[string, Parameters<typeof loadConfig>[0], string, RegExp]> = [
   ['bad settings', { configFile: file({ apps: { a: { settings: [] } } }) }, 'apps.a.settings', /must be an object/],
   ['bad maxDeliveries', { env: { POSTAGED_MAX_DELIVERIES: '-1' } }, 'defaults.maxDeliveries', /must be a whole number from 0 \(off\)/],
   ['bad per-application maxDeliveries', { configFile: file({ apps: { a: { maxDeliveries: 2.5 } } }) }, 'apps.a.maxDeliveries', /apps\.a\.maxDeliveries: must be a whole number from 0 \(off\)/],
+  ['unknown POSTAGED_ variable, suggestion', { env: { POSTAGED_PREFECTH: '10' } }, 'POSTAGED_PREFECTH', /POSTAGED_PREFECTH: unknown environment variable \(value "10"\); did you mean POSTAGED_PREFETCH\?/],
+  ['unknown POSTAGED_ variable, no look-alike', { env: { POSTAGED_COLOUR: 'blue' } }, 'POSTAGED_COLOUR', /^POSTAGED_COLOUR: unknown environment variable \(value "blue"\) \(docs/],
   ['missing file', { configFile: '/nope/c.json' }, '--config', /config file not found: \/nope\/c\.json/],
   ['not JSON', { configFile: file('{"a":') }, '--config', /is not valid JSON/],
   ['not an object', { configFile: file('[1]') }, '--config', /must hold a JSON object/],
@@ -85,6 +87,12 @@ for (const [title, options, key, message] of bad) {
     t.regex(err?.message ?? '', message);
   });
 }
+
+test('POSTAGED_CONFIG and POSTAGED_STATE are not settings but are known; an unset variable is ignored; an unknown secret-looking one is not echoed', (t) => {
+  t.notThrows(() => loadConfig({ env: { POSTAGED_CONFIG: '/x.json', POSTAGED_STATE: '{}', POSTAGED_APPS: undefined } }));
+  const err = t.throws(() => loadConfig({ env: { POSTAGED_API_TOKEN: 's3cr3t' } }), { instanceOf: ConfigError });
+  t.false(err?.message.includes('s3cr3t'));
+});
 
 test('a bad password is refused without echoing it', (t) => {
   const err = t.throws(() => loadConfig({ env: {}, configFile: file({ broker: { password: 12345678 } }) }), { instanceOf: ConfigError });
