@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import type { ExecutionContext } from 'ava';
 import { GenericApplicationExchange, deadLetterQueue, type Connection, type MessageResult } from 'postage';
 import { normalizeQueue, queueFlags } from 'postage/internal';
-import { listQueues, rabbitmqctl } from './broker.js';
+import { brokerEval, listQueues } from './broker.js';
 import { controlProducer, type DaemonProcess, type LogLine } from './spawn.js';
 import { sleep, waitFor } from './wait-for.js';
 
@@ -291,7 +291,7 @@ const bin = (s: string): string => `<<"${s.replace(/["\\]/g, (c) => `\\${c}`)}">
 
 /**
  * Closes every connection of `vhost` once its queue `queue` holds at most `threshold`
- * messages: one `rabbitmqctl eval` that waits inside the broker, so that the fault lands at
+ * messages: one evaluation on the broker's node (`brokerEval`) that waits there, so that the fault lands at
  * the message asked for (a rabbitmqctl started at that moment takes a second or more to boot
  * an Erlang VM, by which time the stream may be over). Resolves with the queue's length when
  * it closed them and how many connections it closed.
@@ -306,7 +306,7 @@ export async function closeConnectionsWhen(vhost: string, queue: string, thresho
     Conns = rabbit_connection_tracking:list_on_node(node(), V),
     [rabbit_networking:close_connection(element(6, C), ${JSON.stringify(explanation)}) || C <- Conns],
     {Len, length(Conns)}.`;
-  const out = (await rabbitmqctl('eval', erlang)).trim();
+  const out = await brokerEval(erlang);
   const m = /^\{(\d+),(\d+)\}$/.exec(out);
   if (!m) throw new Error(`closeConnectionsWhen: ${out}`);
   return { messages: Number(m[1]), closed: Number(m[2]) };
@@ -314,7 +314,7 @@ export async function closeConnectionsWhen(vhost: string, queue: string, thresho
 
 /**
  * Closes the connections of `vhost` `times` times, each one as soon as the broker tracks it
- * (0 ms delay), in one `rabbitmqctl eval`. Before each close it reads the consumer count of
+ * (0 ms delay), in one evaluation on the broker's node. Before each close it reads the consumer count of
  * each queue in `queues`. Resolves with, for each close, how many connections it closed and
  * those counts (-1: queue missing).
  */
@@ -334,7 +334,7 @@ export async function closeConnectionsRepeatedly(vhost: string, times: number, q
                  L(N - 1, Live ++ Closed, [{length(Live), Counts} | Acc])
            end,
     Loop(${times}, [], []).`;
-  const out = (await rabbitmqctl('eval', erlang)).replace(/\s+/g, '');
+  const out = await brokerEval(erlang);
   const rows = [...out.matchAll(/\{(\d+),\[([-\d,]*)\]\}/g)].map((m) => ({ closed: Number(m[1]), consumers: m[2] ? m[2].split(',').map(Number) : [] }));
   if (rows.length !== times) throw new Error(`closeConnectionsRepeatedly: ${out.slice(0, 500)}`);
   return rows;
@@ -352,7 +352,7 @@ export async function deleteQueue(vhost: string, queue: string): Promise<{ at: n
     T = erlang:system_time(millisecond),
     {ok, N} = rabbit_amqqueue:delete(Q, false, false, <<"fault-test">>),
     {T, erlang:system_time(millisecond), N, M}.`;
-  const out = (await rabbitmqctl('eval', erlang)).trim();
+  const out = await brokerEval(erlang);
   const m = /^\{(\d+),(\d+),(\d+),(\d+)\}$/.exec(out);
   if (!m) throw new Error(`deleteQueue: ${out}`);
   return { at: Number(m[1]), done: Number(m[2]), messages: Number(m[3]), inQueue: Number(m[4]) };

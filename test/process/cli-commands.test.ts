@@ -6,7 +6,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import test from 'ava';
-import { brokerReachable, brokerTest, rabbitmqctl, urlFor } from '../helpers/broker.js';
+import { brokerReachable, brokerTest, createVhostNamed, deleteVhostNamed, urlFor } from '../helpers/broker.js';
 import { BIN as POSTAGED, DaemonProcess, ROOT } from '../helpers/spawn.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -56,8 +56,7 @@ function daemonEnv(): NodeJS.ProcessEnv {
 // spawn.ts's startDaemon() ties the daemon to one test's teardown instead.
 test.before(async () => {
   if (!enabled) return;
-  await rabbitmqctl('add_vhost', vhost);
-  await rabbitmqctl('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*');
+  await createVhostNamed(vhost);
   daemon = new DaemonProcess(spawn(POSTAGED, ['--plugins', 'plugins', '--no-watch'], { cwd: ROOT, env: daemonEnv(), stdio: ['ignore', 'pipe', 'pipe'] }));
   await daemon.waitForLine('postaged ready', { timeout: 30_000 });
   pid = daemon.pid;
@@ -66,7 +65,7 @@ test.before(async () => {
 test.after.always(async () => {
   if (!enabled) return;
   await daemon?.stop();
-  await rabbitmqctl('delete_vhost', vhost).catch(() => undefined);
+  await deleteVhostNamed(vhost);
 });
 
 brokerTest.serial('ping without a key: the daemon answers with its fingerprint', async (t) => {

@@ -5,7 +5,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import test from 'ava';
-import { brokerReachable, brokerTest, rabbitmqctl, urlFor } from '../helpers/broker.js';
+import { brokerReachable, brokerTest, createVhostNamed, deleteVhostNamed, urlFor } from '../helpers/broker.js';
 import { BIN as POSTAGED, DaemonProcess, ROOT } from '../helpers/spawn.js';
 import { sleep, waitFor } from '../helpers/wait-for.js';
 
@@ -55,15 +55,14 @@ async function startDaemon(host: string): Promise<Daemon> {
 // spawn.ts's startDaemon() ties a daemon to one test's teardown instead.
 test.before(async () => {
   if (!enabled) return;
-  await rabbitmqctl('add_vhost', vhost);
-  await rabbitmqctl('set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*');
+  await createVhostNamed(vhost);
   await Promise.all([startDaemon(`host-a-${tag}`), startDaemon(`host-b-${tag}`)]);
 });
 
 test.after.always(async () => {
   if (!enabled) return;
   await Promise.all(daemons.map((d) => d.process.stop()));
-  await rabbitmqctl('delete_vhost', vhost).catch(() => undefined);
+  await deleteVhostNamed(vhost);
 });
 
 /** The ps table as {host, pid, daemon, apps: [name, state]} per daemon. */
@@ -153,9 +152,8 @@ brokerTest.serial('ps --watch stops on SIGINT with exit 0', async (t) => {
 
 brokerTest.serial('ps with no daemon on the vhost exits 3', async (t) => {
   const empty = `cli-ps-empty-${randomUUID().slice(0, 8)}`;
-  await rabbitmqctl('add_vhost', empty);
-  await rabbitmqctl('set_permissions', '-p', empty, 'guest', '.*', '.*', '.*');
-  t.teardown(() => rabbitmqctl('delete_vhost', empty).then(() => undefined));
+  await createVhostNamed(empty);
+  t.teardown(() => deleteVhostNamed(empty));
   const r = await postage(['ps', '--vhost', empty, '--timeout', '1']);
   t.is(r.code, 3);
   t.is(r.stdout, '');
