@@ -59,30 +59,43 @@ const bin = (text: string): string => `<<"${text.replace(/["\\]/g, (c) => `\\${c
  * machine). Used when erl_call is installed and the node's cookie is readable (as root, or as
  * the rabbitmq user); otherwise every read-back goes through rabbitmqctl as before.
  */
-const erlNode: { node: string; cookie: string; flag: string } | undefined = await findErlNode();
+const erlNode: ErlNode | undefined = await findErlNode();
 
-async function findErlNode(): Promise<{ node: string; cookie: string; flag: string } | undefined> {
-  let cookie: string | undefined;
-  for (const file of ['/var/lib/rabbitmq/.erlang.cookie', path.join(os.homedir(), '.erlang.cookie')]) {
+async function findErlNode(): Promise<ErlNode | undefined> {
+  // erl_call reads the cookie from $HOME/.erlang.cookie: pointed at the broker's own file,
+  // the secret is never copied nor put on a command line (where `ps` would show it).
+  const home = ['/var/lib/rabbitmq', os.homedir()].find((dir) => {
     try {
-      cookie = fs.readFileSync(file, 'utf8').trim();
-      break;
+      fs.accessSync(path.join(dir, '.erlang.cookie'), fs.constants.R_OK);
+      return true;
     } catch {
-      // not readable: the next, or rabbitmqctl
+      return false;
     }
-  }
-  if (!cookie) return undefined;
+  });
+  if (!home) return undefined;
   const candidates = new Set([process.env['RABBITMQ_NODENAME'], 'rabbit@localhost', `rabbit@${os.hostname().split('.')[0]}`].filter((n): n is string => Boolean(n)));
-  for (const node of candidates) {
-    const flag = node.split('@')[1]?.includes('.') ? '-name' : '-sname';
+  for (const name of candidates) {
+    const node: ErlNode = { node: name, home, flag: name.split('@')[1]?.includes('.') ? '-name' : '-sname' };
     try {
-      const { stdout } = await run('erl_call', ['-R', flag, node, '-c', cookie, '-a', 'rabbit is_running []'], { timeout: 5000 });
-      if (stdout.trim() === 'true') return { node, cookie, flag };
+      const { stdout } = await run('erl_call', erlCallArgs(node, ['-a', 'rabbit is_running []']), { timeout: 5000, env: { ...process.env, HOME: home } });
+      if (stdout.trim() === 'true') return node;
     } catch {
       // no erl_call, or not this node
     }
   }
   return undefined;
+}
+
+interface ErlNode {
+  node: string;
+  /** The folder whose .erlang.cookie is the node's. */
+  home: string;
+  flag: '-name' | '-sname';
+}
+
+/** -R: a name for erl_call's own node given by the peer, so that calls made at once do not clash. */
+function erlCallArgs(node: ErlNode, rest: string[]): string[] {
+  return ['-R', node.flag, node.node, ...rest];
 }
 
 /**
@@ -96,8 +109,7 @@ async function erlEval(expressions: string, format: string): Promise<string | un
   const node = erlNode;
   if (!node) return undefined;
   const body = expressions.trim().replace(/\.$/, '');
-  // -R: a name for erl_call's own node given by the peer; calls made at once do not clash.
-  const child = execFile('erl_call', ['-R', node.flag, node.node, '-c', node.cookie, '-e'], { timeout: 180_000, maxBuffer: 64 * 1024 * 1024 });
+  const child = execFile('erl_call', erlCallArgs(node, ['-e']), { timeout: 180_000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, HOME: node.home } });
   const answer = new Promise<{ code: number | null; stdout: string }>((resolve) => {
     let stdout = '';
     child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
