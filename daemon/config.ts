@@ -532,8 +532,8 @@ function refuseUnknownEnv(env: NodeJS.ProcessEnv, entries: Array<{ key: string; 
   for (const [name, value] of Object.entries(env)) {
     if (value === undefined || !name.startsWith('POSTAGED_') || known.has(name)) continue;
     const suggestion = [...known].map((k) => ({ k, d: editDistance(name, k) })).sort((a, b) => a.d - b.d)[0];
-    const shown = /PASS|SECRET|TOKEN|KEY/.test(name) ? '' : ` (value ${describe(value)})`;
-    throw new ConfigError(name, `${name}: unknown environment variable${shown}${suggestion && suggestion.d <= 3 ? `; did you mean ${suggestion.k}?` : ''} (docs/config.md lists every setting)`);
+    // The value is not shown: a mistyped name is no sign that it holds no secret (a URL with its password).
+    throw new ConfigError(name, `${name}: unknown environment variable${suggestion && suggestion.d <= 3 ? `; did you mean ${suggestion.k}?` : ''} (docs/config.md lists every setting)`);
   }
 }
 
@@ -617,7 +617,8 @@ function validate(conf: convict.Config<DaemonConfig>, entries: Array<{ key: stri
           const suggestion = entries.find((e) => e.key.toLowerCase() === key.toLowerCase() || e.key.endsWith(`.${key}`));
           return {
             key,
-            text: `${key}: unknown key (value ${describe(lookup(instance, key))})${suggestion ? `; did you mean ${suggestion.key}?` : ''}`,
+            // An unknown key may still hold a URL with its password (a mistyped `broker.url`).
+            text: `${key}: unknown key (value ${describe(lookup(instance, key)).replace(/(\w+:\/\/[^:/@\s"]*):[^@\s"]*@/g, '$1:***@')})${suggestion ? `; did you mean ${suggestion.key}?` : ''}`,
           };
         }
         const key = line.split(':')[0] ?? '';
