@@ -16,7 +16,7 @@ import net from 'node:net';
 import path from 'node:path';
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { Connection } from 'postage';
-import { brokerReachable, freshVhost, rabbitmqctl, urlFor, type QueueInfo } from '../helpers/broker.js';
+import { brokerReachable, erlBinary, freshVhost, rabbitmqctl, urlFor, type QueueInfo } from '../helpers/broker.js';
 import { FAULT_SETTINGS, Sender, at, daemonStatus, drainDeadLetters, handled, pings, predeclare, probeLines, queuesDrained, report, rssMiB, tally, waitHandled, type ProbeParams } from '../helpers/faults.js';
 import { metricsPort, scrape } from '../helpers/metrics.js';
 import { startRabbitNodes, stopRabbitNodes, type RabbitNode } from '../helpers/rabbit-nodes.js';
@@ -313,8 +313,7 @@ test.serial('#7 permissions revoked for 10 s: at most 1 reconnect attempt per se
   // The daemon's own user, with a password that cannot appear in a log line by chance.
   const user = `fault7-${vhost.slice(-8)}`;
   const PASSWORD = `pw7:@%/#${randomUUID()}`;
-  const bin = (x: string): string => `<<"${x.replace(/["\\]/g, (c) => `\\${c}`)}">>`;
-  await rabbitmqctl('eval', `ok = rabbit_auth_backend_internal:add_user(${bin(user)}, ${bin(PASSWORD)}, <<"postage-tests">>), ok = rabbit_auth_backend_internal:set_permissions(${bin(user)}, ${bin(vhost)}, <<".*">>, <<".*">>, <<".*">>, <<"postage-tests">>).`);
+  await rabbitmqctl('eval', `ok = rabbit_auth_backend_internal:add_user(${erlBinary(user)}, ${erlBinary(PASSWORD)}, <<"postage-tests">>), ok = rabbit_auth_backend_internal:set_permissions(${erlBinary(user)}, ${erlBinary(vhost)}, <<".*">>, <<".*">>, <<".*">>, <<"postage-tests">>).`);
   t.teardown(() => rabbitmqctl('delete_user', user).then(() => undefined, () => undefined));
   const url = urlFor(vhost).replace('guest:guest@', `${encodeURIComponent(user)}:${encodeURIComponent(PASSWORD)}@`);
   const step = stopwatch(t);
@@ -329,8 +328,8 @@ test.serial('#7 permissions revoked for 10 s: at most 1 reconnect attempt per se
   // boots an Erlang VM, seconds on a loaded machine.
   await rabbitmqctl(
     'eval',
-    `ok = rabbit_auth_backend_internal:clear_permissions(${bin(user)}, ${bin(vhost)}, <<"postage-tests">>),
-     [rabbit_networking:close_connection(element(6, C), "fault test 7: permissions revoked") || C <- rabbit_connection_tracking:list_on_node(node(), ${bin(vhost)}), element(11, C) =:= ${bin(user)}], ok.`,
+    `ok = rabbit_auth_backend_internal:clear_permissions(${erlBinary(user)}, ${erlBinary(vhost)}, <<"postage-tests">>),
+     [rabbit_networking:close_connection(element(6, C), "fault test 7: permissions revoked") || C <- rabbit_connection_tracking:list_on_node(node(), ${erlBinary(vhost)}), element(11, C) =:= ${erlBinary(user)}], ok.`,
   );
   const revokedAt = Date.now();
   const lost = await daemon.waitForLine('lost the broker connection', { timeout: 30_000 });

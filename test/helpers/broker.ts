@@ -48,8 +48,8 @@ export async function rabbitmqctl(...args: string[]): Promise<string> {
   return stdout;
 }
 
-/** An Erlang binary literal of a UTF-8 string. */
-const bin = (text: string): string => `<<"${text.replace(/["\\]/g, (c) => `\\${c}`)}"/utf8>>`;
+/** An Erlang binary literal of a UTF-8 string, for expressions evaluated on the broker. */
+export const erlBinary = (text: string): string => `<<"${text.replace(/["\\]/g, (c) => `\\${c}`)}"/utf8>>`;
 
 /**
  * The local node reached through `erl_call` (Erlang's erl_interface): an expression is
@@ -161,7 +161,7 @@ export interface TestVhost {
  */
 async function batchCtl(names: readonly string[], erlang: (list: string) => string, fallback: (name: string) => Promise<unknown>): Promise<void> {
   if (names.length === 0) return;
-  const list = `[${names.map((n) => `<<"${n}">>`).join(',')}]`;
+  const list = `[${names.map(erlBinary).join(',')}]`;
   try {
     if ((await brokerEval(erlang(list))) === 'ok') return;
   } catch {
@@ -269,7 +269,7 @@ export interface QueueInfo {
 export async function listQueues(vhost: string): Promise<QueueInfo[]> {
   // The same columns as rabbitmqctl's, below; a broker whose internals differ is read with rabbitmqctl.
   const rows = (await erlJson(
-        `[maps:from_list([case KV of {name, R} -> {name, element(4, R)}; {arguments, As} -> {arguments, maps:from_list([{K, V} || {K, _T, V} <- As])}; _ -> KV end || KV <- Q]) || Q <- rabbit_amqqueue:info_all(${bin(vhost)}, [name, durable, auto_delete, exclusive, arguments, messages, consumers])]`,
+        `[maps:from_list([case KV of {name, R} -> {name, element(4, R)}; {arguments, As} -> {arguments, maps:from_list([{K, V} || {K, _T, V} <- As])}; _ -> KV end || KV <- Q]) || Q <- rabbit_amqqueue:info_all(${erlBinary(vhost)}, [name, durable, auto_delete, exclusive, arguments, messages, consumers])]`,
       ).catch(() => undefined)) as Array<Record<string, unknown>> | undefined;
   if (rows) return rows.map(queueInfo);
   const out = await rabbitmqctl('list_queues', '-p', vhost, 'name', 'durable', 'auto_delete', 'exclusive', 'arguments', 'messages', 'consumers', '--formatter', 'json');
@@ -310,7 +310,7 @@ export interface BindingInfo {
 
 /** Bindings of a vhost (the default exchange's implicit ones left out). */
 export async function listBindings(vhost: string): Promise<BindingInfo[]> {
-  const viaErl = (await erlJson(`[#{source => element(4, element(2, B)), destination => element(4, element(4, B)), key => element(3, B)} || B <- rabbit_binding:list(${bin(vhost)})]`).catch(
+  const viaErl = (await erlJson(`[#{source => element(4, element(2, B)), destination => element(4, element(4, B)), key => element(3, B)} || B <- rabbit_binding:list(${erlBinary(vhost)})]`).catch(
     () => undefined,
   )) as Array<{ source: string; destination: string; key: string }> | undefined;
   if (viaErl) return viaErl.filter((r) => r.source !== '').map((r) => ({ source: r.source, destination: r.destination, key: r.key }));

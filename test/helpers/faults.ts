@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import type { ExecutionContext } from 'ava';
 import { GenericApplicationExchange, deadLetterQueue, type Connection, type MessageResult } from 'postage';
 import { normalizeQueue, queueFlags } from 'postage/internal';
-import { brokerEval, listQueues } from './broker.js';
+import { brokerEval, erlBinary, listQueues } from './broker.js';
 import { controlProducer, type DaemonProcess, type LogLine } from './spawn.js';
 import { sleep, waitFor } from './wait-for.js';
 
@@ -286,9 +286,6 @@ export async function queuesDrained(vhost: string, timeout = 30_000): Promise<Aw
   );
 }
 
-/** An Erlang binary literal. */
-const bin = (s: string): string => `<<"${s.replace(/["\\]/g, (c) => `\\${c}`)}">>`;
-
 /**
  * Closes every connection of `vhost` once its queue `queue` holds at most `threshold`
  * messages: one evaluation on the broker's node (`brokerEval`) that waits there, so that the fault lands at
@@ -297,7 +294,7 @@ const bin = (s: string): string => `<<"${s.replace(/["\\]/g, (c) => `\\${c}`)}">
  * it closed them and how many connections it closed.
  */
 export async function closeConnectionsWhen(vhost: string, queue: string, threshold: number, explanation: string): Promise<{ messages: number; closed: number }> {
-  const erlang = `V = ${bin(vhost)}, Q = rabbit_misc:r(V, queue, ${bin(queue)}),
+  const erlang = `V = ${erlBinary(vhost)}, Q = rabbit_misc:r(V, queue, ${erlBinary(queue)}),
     Wait = fun W(N) ->
       Len = case rabbit_amqqueue:lookup(Q) of {ok, Qu} -> [{messages, M}] = rabbit_amqqueue:info(Qu, [messages]), M; _ -> undefined end,
       if is_integer(Len) andalso Len =< ${threshold} -> Len; N > 24000 -> timeout; true -> timer:sleep(5), W(N + 1) end
@@ -319,8 +316,8 @@ export async function closeConnectionsWhen(vhost: string, queue: string, thresho
  * those counts (-1: queue missing).
  */
 export async function closeConnectionsRepeatedly(vhost: string, times: number, queues: readonly string[], explanation: string): Promise<Array<{ closed: number; consumers: number[] }>> {
-  const erlang = `V = ${bin(vhost)},
-    Qs = [rabbit_misc:r(V, queue, N) || N <- [${queues.map(bin).join(',')}]],
+  const erlang = `V = ${erlBinary(vhost)},
+    Qs = [rabbit_misc:r(V, queue, N) || N <- [${queues.map(erlBinary).join(',')}]],
     Consumers = fun() -> [case rabbit_amqqueue:lookup(Q) of {ok, Qu} -> [{consumers, C}] = rabbit_amqqueue:info(Qu, [consumers]), C; _ -> -1 end || Q <- Qs] end,
     Loop = fun L(0, _Closed, Acc) -> lists:reverse(Acc);
                L(N, Closed, Acc) ->
@@ -347,7 +344,7 @@ export async function closeConnectionsRepeatedly(vhost: string, times: number, q
  * delivered but unacknowledged ones included, just before (`inQueue`).
  */
 export async function deleteQueue(vhost: string, queue: string): Promise<{ at: number; done: number; messages: number; inQueue: number }> {
-  const erlang = `{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(${bin(vhost)}, queue, ${bin(queue)})),
+  const erlang = `{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(${erlBinary(vhost)}, queue, ${erlBinary(queue)})),
     [{messages, M}] = rabbit_amqqueue:info(Q, [messages]),
     T = erlang:system_time(millisecond),
     {ok, N} = rabbit_amqqueue:delete(Q, false, false, <<"fault-test">>),
