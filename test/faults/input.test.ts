@@ -222,7 +222,7 @@ test.serial('#25 deep nesting: 1k to 1M levels of arrays and objects refused by 
     const at = Date.now();
     const reply = await rpc.call('probe/rr', c.text(id, seq, 'rpc'), { id, timeoutMs: 30_000 });
     // Answered: it was routed and received (the ledger counts it as sent).
-    sender.ledger.sent.set(id, { seq, key: 'probe/rr', at });
+    sender.ledger.sent.set(id, { seq, key: 'probe/rr', at, confirmedAt: Date.now() });
     replies.push({ c, type: reply.type, message: reply.message });
   }
   // Good messages after them: the probe goes on.

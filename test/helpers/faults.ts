@@ -51,7 +51,7 @@ export interface ProbeParams {
 /** What became of each publish, by message id. */
 export class Ledger {
   /** Confirmed and routed, with the key and when it was published (ms, test clock). */
-  readonly sent = new Map<string, { seq: number; key: string; at: number }>();
+  readonly sent = new Map<string, { seq: number; key: string; at: number; confirmedAt: number }>();
   /** Confirmed but unroutable (returned by the broker). */
   readonly returned = new Set<string>();
   /** Refused with an error. */
@@ -82,7 +82,7 @@ export class Sender {
     this.ledger.pending.add(id);
     try {
       const { routed } = await this.producer.sendCommand(command, { id, seq, sentAt: at, ...params }, { _key: key });
-      if (routed) this.ledger.sent.set(id, { seq, key, at });
+      if (routed) this.ledger.sent.set(id, { seq, key, at, confirmedAt: Date.now() });
       else this.ledger.returned.add(id);
     } catch (err) {
       this.ledger.refused.set(id, (err as Error).message);

@@ -54,7 +54,7 @@ export class RawPublisher {
         this.ledger.pending.delete(id);
         if (err) this.ledger.refused.set(id, String((err as Error)?.message ?? err));
         else if (this.#returned.has(id)) this.ledger.returned.add(id);
-        else this.ledger.sent.set(id, { seq, key, at });
+        else this.ledger.sent.set(id, { seq, key, at, confirmedAt: Date.now() });
         resolve(id);
       });
     });
