@@ -86,6 +86,9 @@ peerTest('a late Python reply to a call that timed out never answers the call pe
   const slowApp = await startPythonApp(t, vhost, { name: 'py-slow' });
   await startPythonApp(t, vhost, { name: 'py-echo' });
   const p = producer(connection);
+  // A first call declares the exchange and opens a reply channel: the 0.5 s call below must not
+  // spend its deadline on those (beside a CPU hog it did, and was never published).
+  await p.rpcCommand('echo', 'warm-up', { _key: 'py-echo/rr', _timeout: 30, _max_retry: 0 });
   // py-slow answers 'late' after 1.5 s; the call gives up after 0.5 s.
   const slow = p.rpcCommand('slow', { seconds: 1.5, value: 'late' }, { _key: 'py-slow/rr', _timeout: 0.5, _max_retry: 0 });
   await slowApp.waitForEvent((e) => e.event === 'delivery' && (e['body'] as { name?: string }).name === 'slow');
