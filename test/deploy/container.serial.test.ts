@@ -32,6 +32,17 @@ async function status(connection: Connection, key: string): Promise<Status> {
   return r.value as Status;
 }
 
+/** Asks the daemon's /readyz every 100 ms until it answers 200, `timeoutMs` at most; `last` is the last answer or error. */
+async function untilReady(port: number, timeoutMs: number): Promise<{ ready: boolean; last: string }> {
+  let last = 'no answer';
+  const ready = await waitFor('/readyz 200', async () => {
+    const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch((err: Error) => err);
+    last = r instanceof Error ? `${r.message}` : `${r.status} ${await r.text()}`;
+    return !(r instanceof Error) && r.status === 200;
+  }, timeoutMs, 100).catch(() => false);
+  return { ready, last };
+}
+
 test.serial('the Dockerfile builds unchanged with podman: non-root, postaged as entrypoint, a HEALTHCHECK, no dev dependencies', async (t) => {
   const base = await preparePodman(t);
   const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
@@ -108,7 +119,11 @@ test.serial('the container: PID 1 as node answers; read-only plugin and config v
     IMAGE,
   ]);
   const key = `postaged:1@${host}`;
-  const first = await waitFor('the daemon answers status', () => status(connection, key).catch(() => undefined), 60_000, 100);
+  // Up once /readyz says so: status is answered by the daemon's own application, which starts
+  // before the plugins, so a status alone could show them not yet running.
+  const up = await untilReady(metricsPort, 60_000);
+  t.true(up.ready, `/readyz: ${up.last}`);
+  const first = await waitFor('the daemon answers status', () => status(connection, key).catch(() => undefined), 30_000, 100);
   t.log(`container up and answering: ${(performance.now() - t0).toFixed(0)} ms`);
 
   // PID 1, user node.
@@ -153,14 +168,8 @@ test.serial('the container: PID 1 as node answers; read-only plugin and config v
   // with the listener on, it asks /readyz, which the host can ask too. Generation 4 answered
   // status from the daemon's own application, which starts before the plugins: ready once they
   // run too (a run beside a CPU hog asked at that moment: 503, "application echo-mjs is starting").
-  let notReady = '';
-  const ready = await waitFor('/readyz answers 200 once generation 4 runs its plugins', async () => {
-    const r = await fetch(`http://127.0.0.1:${metricsPort}/readyz`);
-    if (r.status === 200) return true;
-    notReady = `${r.status} ${await r.text()}`;
-    return false;
-  }, 30_000, 100).catch(() => false);
-  t.true(ready, `/readyz: ${notReady}`);
+  const ready = await untilReady(metricsPort, 30_000);
+  t.true(ready.ready, `/readyz: ${ready.last}`);
   t.regex(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(), /^postaged_generation 4$/m, 'metrics from the container, after its 3 restarts');
   const healthy = await podman('healthcheck', 'run', name);
   t.is(healthy.code, 0, `healthy: ${healthy.stdout}${healthy.stderr}`);
