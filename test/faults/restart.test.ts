@@ -136,9 +136,10 @@ test.serial('#11 restart storm: 20 restarts in 10 s to N, @H and N:P@H at ~1k ms
   // settled, and one sent within coalesceSkew of that generation's start restarts it again (a
   // run beside a CPU hog saw generation 9 begin in the watch, its restart logged after
   // generation 8 was ready). So: every message sent handled, every application queue empty
-  // (ready and unacked: a restart acted on holds its command until the exec), and then every
-  // restart begun has its generation ready (a generation may be restarted before it is
-  // ready: a command it takes while starting). Then 10 s of watch (the catalogue's 30 s,
+  // (ready and unacked: what a restart holds behind its command stays unacked until the exec,
+  // and `restarting` is logged before the command itself is acked), and then every restart
+  // begun has its generation ready (a generation may be restarted before it is ready: a
+  // command it takes while starting). Then 10 s of watch (the catalogue's 30 s,
   // shortened to keep the file within its budget): no generation more.
   await waitHandled(() => [daemon], sender.ledger, { timeout: 120_000 });
   await queuesDrained(vhost);
