@@ -10,6 +10,7 @@ import path from 'node:path';
 import test from 'ava';
 import type { Connection } from 'postage';
 import { freshVhost, rabbitmqctl } from '../helpers/broker.js';
+import { untilReady } from '../helpers/metrics.js';
 import { inspect, podman, podmanOk, preparePodman, runContainer } from '../helpers/podman.js';
 import { childrenOf } from '../helpers/proc.js';
 import { controlProducer, FIXTURES, ROOT, tempDir } from '../helpers/spawn.js';
@@ -30,17 +31,6 @@ async function status(connection: Connection, key: string): Promise<Status> {
   const r = await controlProducer(connection).rpcCommand('status', {}, { _key: key, _timeout: 3, _max_retry: 0 });
   if (!r.ok) throw new Error(`status on ${key}: ${r.message}`);
   return r.value as Status;
-}
-
-/** Asks the daemon's /readyz every 100 ms until it answers 200, `timeoutMs` at most; `last` is the last answer or error. */
-async function untilReady(port: number, timeoutMs: number): Promise<{ ready: boolean; last: string }> {
-  let last = 'no answer';
-  const ready = await waitFor('/readyz 200', async () => {
-    const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch((err: Error) => err);
-    last = r instanceof Error ? `${r.message}` : `${r.status} ${await r.text()}`;
-    return !(r instanceof Error) && r.status === 200;
-  }, timeoutMs, 100).catch(() => false);
-  return { ready, last };
 }
 
 test.serial('the Dockerfile builds unchanged with podman: non-root, postaged as entrypoint, a HEALTHCHECK, no dev dependencies', async (t) => {

@@ -223,13 +223,14 @@ async function sigtermTrial(t: ExecutionContext, url: string, connection: Connec
   const t0 = performance.now();
   // Never hangs: the exit comes within the drain timeout plus a generation's start (loosely
   // bounded: 20 s under load).
-  let exit = await Promise.race([daemon.exited, sleep(20_000).then(() => 'hung' as const)]);
+  const exitOrHung = (): Promise<Trial['exit']> => Promise.race([daemon.exited, sleep(20_000).then(() => 'hung' as const)]);
+  let exit = await exitOrHung();
   // A SIGTERM sent as the exec happens is, rarely, lost (docs/reliability.md, "Not met"): the
   // next generation runs on. It is counted, and the daemon must stop on a second one.
   const lostFirstSignal = exit === 'hung' && daemon.find('postaged starting').length > 1;
   if (lostFirstSignal) {
     daemon.signal('SIGTERM');
-    exit = await Promise.race([daemon.exited, sleep(20_000).then(() => 'hung' as const)]);
+    exit = await exitOrHung();
   }
   const exitMs = performance.now() - t0;
   const line = (m: string, count = 1): LogLine | undefined => daemon.find(m)[count - 1];

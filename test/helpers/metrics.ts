@@ -1,5 +1,6 @@
 /** Reading a postaged's metrics and probes over HTTP in tests. */
 import type { DaemonProcess } from './spawn.js';
+import { waitFor } from './wait-for.js';
 
 /** The port of the `metrics listening` line number `n` (1: the first generation's). */
 export async function metricsPort(daemon: DaemonProcess, n = 1): Promise<number> {
@@ -11,6 +12,20 @@ export async function metricsPort(daemon: DaemonProcess, n = 1): Promise<number>
 export async function get(port: number, path: string): Promise<{ status: number; body: string; contentType: string }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`);
   return { status: res.status, body: await res.text(), contentType: res.headers.get('content-type') ?? '' };
+}
+
+/**
+ * Asks the daemon's /readyz every 100 ms until it answers 200, `timeoutMs` at most; `last` is
+ * the last answer (status and body) or the error that stood for it.
+ */
+export async function untilReady(port: number, timeoutMs: number): Promise<{ ready: boolean; last: string }> {
+  let last = 'no answer';
+  const ready = await waitFor('/readyz 200', async () => {
+    const r = await get(port, '/readyz').catch((err: Error) => err);
+    last = r instanceof Error ? r.message : `${r.status} ${r.body}`;
+    return !(r instanceof Error) && r.status === 200;
+  }, timeoutMs, 100).catch(() => false);
+  return { ready, last };
 }
 
 /**
